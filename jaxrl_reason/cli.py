@@ -1,0 +1,68 @@
+"""Shared wiring for every `python -m jaxrl_reason.<job>`: flags, gin, workdir, distributed start.
+
+Errors a user can cause (a bad gin binding, a missing gin file) end the job with one line
+naming what to fix instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import gin
+from absl import app, flags, logging
+
+from jaxrl_reason import parallel
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", [], "Gin config files (later ones override earlier ones).")
+flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. --gin_param='train.steps = 100'.")
+flags.DEFINE_string("workdir", None, "Run directory: config, metrics, checkpoints. Re-use it to resume.")
+
+
+class UserError(Exception):
+    """An error the user fixes by changing a flag, a binding or a path."""
+
+
+def parse_gin(files: Sequence[str], params: Sequence[str]) -> None:
+    """Parses gin files and bindings, turning gin's errors into one line that names the culprit."""
+    for f in files:
+        if not os.path.exists(f):
+            raise UserError(f"--gin_file={f}: no such file (paths are relative to {os.getcwd()})")
+    try:
+        gin.parse_config_files_and_bindings(files, params, finalize_config=False)
+    except (ValueError, SyntaxError, TypeError) as e:
+        msg = str(e).strip().splitlines()[0]
+        raise UserError(f"bad gin config ({msg}); check --gin_file {list(files)} and --gin_param "
+                        f"{list(params)}") from None
+
+
+def write_operative_config(workdir: str) -> None:
+    """Saves the bindings actually used (gin's operative config) as workdir/config.gin."""
+    tmp = os.path.join(workdir, "config.gin.tmp")
+    with open(tmp, "w") as f:
+        f.write(gin.operative_config_str())
+    os.replace(tmp, os.path.join(workdir, "config.gin"))
+
+
+def run(job: Callable[[str], object], require_workdir: bool = True) -> None:
+    """absl entry point: parse gin, prepare the workdir, run `job(workdir)`, report user errors."""
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        try:
+            if require_workdir and not FLAGS.workdir:
+                raise UserError("--workdir is required (it holds checkpoints; re-use it to resume)")
+            parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+            parallel.maybe_initialize_distributed()
+            if FLAGS.workdir:
+                os.makedirs(FLAGS.workdir, exist_ok=True)
+            job(FLAGS.workdir)
+        except (UserError, parallel.MeshError, FileNotFoundError) as e:
+            logging.error("%s", e)
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(main)

@@ -1,0 +1,126 @@
+"""n-digit addition with a character-level scratchpad (STaR, Nye et al.), or reversed digits.
+
+Prompt "624+259\\n"; scratchpad target "624+259,C0\\n62+25,3C1\\n6+2,83C0\\n,883C0\\nA:883\\n".
+With `reverse=True` (length generalization, Lee et al. 2025) every number is written least
+significant digit first: prompt "426+952\\n", target "A:388\\n".
+
+Train and test problems are disjoint by construction: an operand pair belongs to the test
+split iff a stable hash of the unordered pair falls in the test bucket, so no seed or digit
+length can leak a test problem into training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+
+import gin
+
+from jaxrl_reason.data.tasks import Check, Problem
+from jaxrl_reason.rewards.answers import parse_answer_line
+from jaxrl_reason.rewards.steps import addition_scratchpad, addition_scratchpad_steps
+
+TEST_BUCKETS = 10  # one pair in TEST_BUCKETS is a test pair
+
+
+def split_of(a: int, b: int) -> str:
+    """'test' or 'train' for the pair, the same for a+b and b+a."""
+    lo, hi = sorted((a, b))
+    digest = hashlib.blake2b(f"{lo}+{hi}".encode(), digest_size=8).digest()
+    return "test" if int.from_bytes(digest, "little") % TEST_BUCKETS == 0 else "train"
+
+
+def sample_operand(rng: random.Random, n: int) -> int:
+    """A uniform n-digit number (leading digit nonzero when n > 1)."""
+    return rng.randint(0 if n == 1 else 10 ** (n - 1), 10**n - 1)
+
+
+@gin.configurable
+class AdditionTask:
+    """Addition of two operands with the same number of digits, drawn uniformly in a range."""
+
+    name = "addition"
+
+    def __init__(
+        self,
+        min_digits: int = 1,
+        max_digits: int = 5,
+        scratchpad: bool = True,
+        reverse: bool = False,
+        test_size: int = 1000,
+    ):
+        if not 1 <= min_digits <= max_digits:
+            raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
+        if scratchpad and reverse:
+            raise ValueError("AdditionTask: reverse=True needs scratchpad=False")
+        self.min_digits = min_digits
+        self.max_digits = max_digits
+        self.scratchpad = scratchpad
+        self.reverse = reverse
+        self.test_size = test_size
+
+    def problem(self, a: int, b: int) -> Problem:
+        """The problem a+b; its difficulty is the longer operand's digit count."""
+        sa, sb = str(a), str(b)
+        lines = addition_scratchpad(sa, sb) if self.scratchpad else []
+        rationale = "".join(ln + "\n" for ln in lines)
+        return Problem(
+            question=f"{a}+{b}",
+            answer=str(a + b),
+            rationale=rationale,
+            difficulty=max(len(sa), len(sb)),
+            meta={"a": a, "b": b},
+        )
+
+    def _sample(self, rng: random.Random, n: int, split: str) -> Problem:
+        while True:  # rejection keeps the splits disjoint; ~10% or ~90% acceptance
+            a, b = sample_operand(rng, n), sample_operand(rng, n)
+            if split_of(a, b) == split:
+                return self.problem(a, b)
+
+    def problems(self, split: str, seed: int) -> Iterator[Problem]:
+        """Endless for "train", `test_size` problems for "test"; deterministic in (seed, split)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"AdditionTask split must be 'train' or 'test', got {split!r}")
+        rng = random.Random(f"addition-{seed}-{split}")
+        count = 0
+        while split == "train" or count < self.test_size:
+            yield self._sample(rng, rng.randint(self.min_digits, self.max_digits), split)
+            count += 1
+
+    def problems_of_length(
+        self, n: int, count: int, seed: int, split: str = "test"
+    ) -> list[Problem]:
+        """`count` problems with n-digit operands, for accuracy per digit length."""
+        rng = random.Random(f"addition-{seed}-{split}-len{n}")
+        return [self._sample(rng, n, split) for _ in range(count)]
+
+    def _write(self, number: str) -> str:
+        return number[::-1] if self.reverse else number
+
+    def prompt(self, problem: Problem, hint: str | None = None) -> str:
+        """ "a+b\\n", or "a+b H<answer>\\n" when rationalizing with the gold answer as hint."""
+        a, b = (self._write(str(problem.meta[k])) for k in ("a", "b"))
+        shown = "" if hint is None else f" H{self._write(hint)}"
+        return f"{a}+{b}{shown}\n"
+
+    def target(self, problem: Problem, rationale: str | None = None) -> str:
+        """Scratch lines (gold unless `rationale` given; none without scratchpad), "A:<ans>"."""
+        text = (problem.rationale if rationale is None else rationale) if self.scratchpad else ""
+        text = text or ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        return f"{text}A:{self._write(problem.answer)}\n"
+
+    def check(self, problem: Problem, completion: str) -> Check:
+        """Exact answer match; with a scratchpad, one verdict per scratch line."""
+        answer = parse_answer_line(completion)
+        if answer is not None:
+            answer = self._write(answer)
+        steps = None
+        if self.scratchpad:
+            steps = addition_scratchpad_steps(
+                str(problem.meta["a"]), str(problem.meta["b"]), completion
+            )
+        return Check(answer=answer, correct=answer == problem.answer, steps=steps)

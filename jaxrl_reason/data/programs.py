@@ -1,0 +1,234 @@
+"""Absolute Zero program tasks over (program p, input i, output o) triples.
+
+Three solver tasks (meta["task_type"]): deduction (p, i -> o), abduction (p, o -> any i with
+p(i) == o) and induction (a message and half of the I/O pairs -> a program that passes the
+hidden half). Self-play also needs the proposer's side: `proposal_prompt` asks for a new
+program (with an input, or inputs and a message), `parse_proposal` reads it back; validity
+and every check are decided by execution in jaxrl_reason.rewards.programs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import re
+from collections.abc import Iterator, Sequence
+
+from jaxrl_reason.data.program_seeds import SEEDS
+from jaxrl_reason.data.tasks import Check, Problem
+from jaxrl_reason.rewards import programs as checks
+from jaxrl_reason.rewards.executor import Executor
+
+TASK_TYPES = ("deduction", "abduction", "induction")
+TEST_BUCKETS = 5  # one seed program in TEST_BUCKETS is a test program
+
+INSTRUCTIONS = {
+    "deduction": "Given a Python program defining f and an input (the arguments of f), "
+                 "predict the output: repr(f(input)).",
+    "abduction": "Given a Python program defining f and an output, find an input (the "
+                 "arguments of f, as Python literals) for which repr(f(input)) equals it.",
+    "induction": "Given a description of a function f and some input/output examples, write "
+                 "a Python program defining f. It is checked on further hidden examples.",
+}
+PROPOSE = {
+    "deduction": "Write a new Python program defining f, different from the references, and "
+                 "an input for it, so that predicting its output takes careful reasoning.",
+    "abduction": "Write a new Python program defining f, different from the references, and "
+                 "an input for it, so that recovering an input from its output is a puzzle.",
+    "induction": "Write {n} diverse inputs for the program below and a message describing "
+                 "what f does, so that f can be inferred from half of the examples.",
+}
+PROPOSAL_RULES = ("f must be deterministic and fast; no imports of os, sys, random, time or "
+                  "similar, no eval, exec, open or __import__. An input is the argument list "
+                  "of f as Python literals, e.g. [1, 2], 'ab'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Seed:
+    """A program with its message and executed (input, output) pairs: one triple per pair."""
+
+    message: str
+    program: str
+    io: tuple[tuple[str, str], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """What a proposer wrote: a program and its inputs (induction also a message)."""
+
+    program: str
+    inputs: tuple[str, ...]
+    message: str = ""
+
+
+def seed_programs() -> list[Seed]:
+    """The hand-written seed set (jaxrl_reason/data/program_seeds.py)."""
+    return [Seed(m, p.rstrip("\n"), tuple(io)) for m, p, io in SEEDS]
+
+
+def split_of(program: str) -> str:
+    """'test' or 'train', from a stable hash of the program text."""
+    digest = hashlib.blake2b(program.encode(), digest_size=8).digest()
+    return "test" if int.from_bytes(digest, "little") % TEST_BUCKETS == 0 else "train"
+
+
+def _tag(name: str, body: str) -> str:
+    return f"<{name}>\n{body}\n</{name}>" if "\n" in body else f"<{name}>{body}</{name}>"
+
+
+class ProgramTask:
+    """The Task protocol over program triples; checks run in a sandboxed `Executor` (created
+    on first use unless one is given, and then owned: `close()` stops it)."""
+
+    name = "programs"
+
+    def __init__(self, task_types: Sequence[str] = TASK_TYPES, seeds: Sequence[Seed] | None = None,
+                 executor: Executor | None = None, answer_tags: tuple[str, str] = (
+                     "<answer>", "</answer>"), timeout_s: float = 5.0):
+        unknown = set(task_types) - set(TASK_TYPES)
+        if unknown or not task_types:
+            raise ValueError(f"task_types must be a non-empty subset of {TASK_TYPES}: {unknown}")
+        self.task_types = tuple(task_types)
+        self.seeds = list(seed_programs() if seeds is None else seeds)
+        self.open_tag, self.close_tag = answer_tags
+        self.timeout_s = timeout_s
+        self._executor = executor
+        self._owns_executor = executor is None
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor(timeout_s=self.timeout_s)
+        return self._executor
+
+    def close(self) -> None:
+        if self._owns_executor and self._executor is not None:
+            self._executor.close()
+            self._executor = None
+
+    # ---- problems ---------------------------------------------------------------------
+    def problems(self, split: str, seed: int) -> Iterator[Problem]:
+        """Train: an endless random stream. Test: every pair of every test program under
+        every task type (one induction problem per program), in a fixed order."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        pool = [s for s in self.seeds if split_of(s.program) == split]
+        if not pool:
+            raise ValueError(f"no seed program falls in the {split} split")
+        rng = random.Random(seed)
+        if split == "test":
+            for s in pool:
+                for task_type in self.task_types:
+                    count = 1 if task_type == "induction" else len(s.io)
+                    for index in range(count):
+                        yield self.make_problem(task_type, s, rng, index)
+            return
+        while True:
+            s = rng.choice(pool)
+            yield self.make_problem(rng.choice(self.task_types), s, rng)
+
+    def make_problem(self, task_type: str, seed: Seed, rng: random.Random,
+                     index: int | None = None) -> Problem:
+        """One problem from `seed`: the pair `index` (random if None) for deduction and
+        abduction; a random half of the pairs shown for induction (needs 2+ pairs)."""
+        meta = {"task_type": task_type, "program": seed.program, "message": seed.message}
+        if task_type == "induction":
+            if len(seed.io) < 2:
+                raise ValueError("induction needs at least 2 (input, output) pairs")
+            pairs = list(seed.io)
+            rng.shuffle(pairs)
+            shown, hidden = pairs[: len(pairs) // 2], pairs[len(pairs) // 2:]
+            examples = "\n".join(_tag("example", _tag("input", i) + _tag("output", o))
+                                 for i, o in shown)
+            question = f"{_tag('message', seed.message)}\n{examples}"
+            return Problem(question, seed.program, meta={**meta, "shown": shown,
+                                                         "hidden": hidden})
+        i, o = seed.io[rng.randrange(len(seed.io)) if index is None else index]
+        meta.update(input=i, output=o)
+        if task_type == "deduction":
+            return Problem(f"{_tag('program', seed.program)}\n{_tag('input', i)}", o, meta=meta)
+        if task_type == "abduction":
+            return Problem(f"{_tag('program', seed.program)}\n{_tag('output', o)}", i, meta=meta)
+        raise ValueError(f"unknown task type {task_type!r}")
+
+    # ---- text -------------------------------------------------------------------------
+    def prompt(self, problem: Problem, hint: str | None = None) -> str:
+        task_type = problem.meta["task_type"]
+        hint_line = f"The correct answer is: {hint}\n" if hint is not None else ""
+        return (f"{INSTRUCTIONS[task_type]}\n{problem.question}\n{hint_line}"
+                f"Reason step by step, then give the final answer inside "
+                f"{self.open_tag}{self.close_tag}.\n")
+
+    def target(self, problem: Problem, rationale: str | None = None) -> str:
+        rationale = rationale if rationale is not None else problem.rationale
+        head = f"{rationale.strip()}\n" if rationale else ""
+        return f"{head}{self.open_tag}{problem.answer}{self.close_tag}"
+
+    # ---- checking ---------------------------------------------------------------------
+    def parse(self, problem: Problem, completion: str) -> str | None:
+        """The answer if it is well formed for the task type, else None (-1 in AZR)."""
+        answer = checks.extract_tagged(completion, self.open_tag, self.close_tag)
+        if not answer:
+            return None
+        task_type = problem.meta["task_type"]
+        if task_type == "abduction":
+            return answer if checks.parse_input(answer) is not None else None
+        if task_type == "induction":
+            return checks.parse_program(answer)
+        return answer
+
+    def check(self, problem: Problem, completion: str) -> Check:
+        return self.check_batch([problem], [completion])[0]
+
+    def check_batch(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[Check]:
+        """Checks many completions with one executor batch per task type."""
+        answers = [self.parse(p, c) for p, c in zip(problems, completions, strict=True)]
+        correct = [False] * len(problems)
+        by_type: dict[str, list[int]] = {}
+        for k, (p, a) in enumerate(zip(problems, answers, strict=True)):
+            if a is not None:
+                by_type.setdefault(p.meta["task_type"], []).append(k)
+        for k in by_type.get("deduction", []):
+            correct[k] = checks.check_deduction(problems[k].meta["output"], answers[k])
+        if ks := by_type.get("abduction"):
+            items = [(problems[k].meta["program"], problems[k].meta["output"], answers[k])
+                     for k in ks]
+            for k, ok in zip(ks, checks.check_abductions(self.executor, items), strict=True):
+                correct[k] = ok
+        if ks := by_type.get("induction"):
+            items = [(answers[k], problems[k].meta["hidden"]) for k in ks]
+            for k, ok in zip(ks, checks.check_inductions(self.executor, items), strict=True):
+                correct[k] = ok
+        return [Check(a, c) for a, c in zip(answers, correct, strict=True)]
+
+    # ---- proposing (self-play) --------------------------------------------------------
+    def proposal_prompt(self, task_type: str, references: Sequence[Seed],
+                        program: Seed | None = None, n_inputs: int = 6) -> str:
+        """Asks for a new task conditioned on K reference triples (deduction/abduction: a
+        program and an input) or, for induction, for inputs and a message for `program`."""
+        if task_type == "induction":
+            if program is None:
+                raise ValueError("an induction proposal is written for a given program")
+            return (f"{PROPOSE['induction'].format(n=n_inputs)} {PROPOSAL_RULES}\n"
+                    f"{_tag('program', program.program)}\n"
+                    f"Answer as <message>...</message> then {n_inputs} <input>...</input>.\n")
+        refs = "\n".join(f"{_tag('program', s.program)}\n{_tag('input', s.io[0][0])}\n"
+                         f"{_tag('output', s.io[0][1])}" for s in references)
+        return (f"{PROPOSE[task_type]} {PROPOSAL_RULES}\nReferences:\n{refs}\n"
+                "Answer as <program>...</program> then <input>...</input>.\n")
+
+    def parse_proposal(self, task_type: str, completion: str,
+                       program: Seed | None = None) -> Proposal | None:
+        """The proposal in `completion`, or None if malformed (AZR's -1)."""
+        inputs = tuple(s.strip() for s in re.findall(r"<input>(.*?)</input>", completion,
+                                                     flags=re.DOTALL))
+        if task_type == "induction":
+            message = checks.extract_tagged(completion, "<message>", "</message>")
+            if program is None or not message or len(inputs) < 2:
+                return None
+            return Proposal(program.program, inputs, message)
+        code = checks.extract_tagged(completion, "<program>", "</program>")
+        if not code or len(inputs) != 1:
+            return None
+        return Proposal(checks.strip_code_fence(code), inputs)

@@ -1,0 +1,13 @@
+"""Supervised fine-tuning job: python -m jaxrl_reason.sft --gin_file=configs/sft_addition.gin --workdir=DIR"""
+
+from jaxrl_reason import cli
+from jaxrl_reason.algorithms import sft
+from jaxrl_reason.data import addition, gsm8k  # noqa: F401  (registers tasks with gin)
+
+
+def main() -> None:
+    cli.run(sft.sft)
+
+
+if __name__ == "__main__":
+    main()

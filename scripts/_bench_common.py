@@ -1,0 +1,160 @@
+"""Shared pieces of the benchmarks: named model sizes, flags, hardware peaks and timing.
+
+jax is imported only inside functions: `--devices` must set XLA_FLAGS before jax starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+_LLAMA = dict(vocab_size=32_000, max_len=2048)
+
+# ModelConfig kwargs of each named size; parameter counts are for the tied embeddings used here.
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(vocab_size=128, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32,
+                 d_ff=512, max_len=512),  # 1.0M
+    "small": dict(vocab_size=8192, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, head_dim=32,
+                  d_ff=1024, max_len=1024),  # 8.0M
+    "100m": dict(_LLAMA, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, head_dim=64,
+                 d_ff=2048),  # 110M
+    "350m": dict(_LLAMA, d_model=1024, n_layers=24, n_heads=16, n_kv_heads=16, head_dim=64,
+                 d_ff=2816),  # 341M
+    "1b": dict(_LLAMA, d_model=2048, n_layers=22, n_heads=32, n_kv_heads=4, head_dim=64,
+               d_ff=5632),  # 1.03B, TinyLlama's shape
+}
+
+# Per chip: dense bf16 TFLOP/s and memory GB/s from the vendors' data sheets (H100 = SXM).
+# Matched as substrings of jax's device_kind, most specific first.
+PEAKS: dict[str, tuple[float, float]] = {
+    "H200": (989.0, 4800.0),
+    "H100": (989.0, 3350.0),
+    "TPU v6 lite": (918.0, 1640.0),
+    "TPU v5 lite": (197.0, 819.0),
+    "TPU v5": (459.0, 2765.0),
+    "TPU v4": (275.0, 1228.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+    platform: str
+    device_kind: str
+    n_devices: int
+    n_chips: int  # devices whose peaks add up; fake CPU devices share one host
+    dtype: str
+    peak_tflops: float  # per chip
+    peak_gbps: float  # per chip
+    peak_source: str
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps; the first compiles")
+    parser.add_argument("--dtype", default=None,
+                        help="compute dtype; default bfloat16 on GPU/TPU, float32 on CPU")
+    parser.add_argument("--peak_tflops", type=float, default=None,
+                        help="per-chip peak; default from device_kind, measured on CPU")
+    parser.add_argument("--peak_gbps", type=float, default=None,
+                        help="per-chip memory bandwidth; default from device_kind, measured on CPU")
+    parser.add_argument("--devices", type=int, default=0,
+                        help="use this many fake CPU devices (sets XLA_FLAGS, JAX_PLATFORMS=cpu)")
+    parser.add_argument("--mesh", type=lambda s: tuple(int(x) for x in s.split(",")),
+                        default=(-1, 1, 1),
+                        help="data,fsdp,tensor sizes (one may be -1); write --mesh=-1,2,1")
+
+
+def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parses flags and, for --devices, configures jax before anything imports it."""
+    args = parser.parse_args()
+    if len(args.mesh) != 3:
+        parser.error(f"--mesh takes data,fsdp,tensor, got {args.mesh}")
+    if args.devices:
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={args.devices}")
+    return args
+
+
+def model_config(size: str, **overrides: Any):
+    from jaxrl_reason.models.transformer import ModelConfig
+
+    return ModelConfig(**{**SIZES[size], **overrides})
+
+
+def time_calls(fn: Callable[[], Any], n: int) -> list[float]:
+    """Wall time of each of n calls; fn must block until its results are ready."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def best_time(fn: Callable[[], Any], repeats: int = 5) -> float:
+    fn()  # compile
+    return min(time_calls(fn, repeats))
+
+
+def measure_cpu_peaks(dtype: str) -> tuple[float, float]:
+    """(TFLOP/s of a 1024^3 matmul in `dtype`, GB/s of summing 256 MiB): what this host
+    actually reaches, since CPU data sheets say little about a shared VM."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 1024
+    a = jnp.ones((n, n), dtype)
+    matmul = jax.jit(lambda x: x @ x)
+    tflops = 2 * n**3 / best_time(lambda: matmul(a).block_until_ready()) / 1e12
+    x = jnp.ones((64 * 2**20,), jnp.float32)
+    total = jax.jit(jnp.sum)
+    gbps = x.nbytes / best_time(lambda: total(x).block_until_ready()) / 1e9
+    return tflops, gbps
+
+
+def hardware(args: argparse.Namespace) -> Hardware:
+    import jax
+
+    dev = jax.devices()[0]
+    platform, kind = dev.platform, dev.device_kind
+    dtype = args.dtype or ("float32" if platform == "cpu" else "bfloat16")
+    tflops, gbps, source = args.peak_tflops, args.peak_gbps, "flags"
+    if tflops is None or gbps is None:
+        if platform == "cpu":
+            measured, source = measure_cpu_peaks(dtype), f"measured ({dtype} matmul, f32 sum)"
+        else:
+            match = next((v for k, v in PEAKS.items() if k in kind), None)
+            if match is None:
+                raise SystemExit(f"no known peaks for device_kind {kind!r}: "
+                                 "pass --peak_tflops and --peak_gbps")
+            measured, source = match, f"data sheet ({kind})"
+        tflops = tflops if tflops is not None else measured[0]
+        gbps = gbps if gbps is not None else measured[1]
+    n = jax.device_count()
+    return Hardware(platform, kind, n, 1 if platform == "cpu" else n, dtype, tflops, gbps, source)
+
+
+def make_mesh(args: argparse.Namespace):
+    from jaxrl_reason.parallel import make_mesh as _make_mesh
+
+    return _make_mesh(*args.mesh)
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    return {"median_s": statistics.median(times), "mean_s": statistics.fmean(times),
+            "min_s": min(times)}
+
+
+def report(lines: list[str], summary: dict[str, Any]) -> None:
+    """Human-readable lines, then the whole result as one JSON line (last line of stdout)."""
+    print("\n".join(lines))
+    print(json.dumps(summary, sort_keys=True))

@@ -1,0 +1,142 @@
+"""Addition task: formats, exact step labels, deterministic and disjoint splits."""
+
+import itertools
+import random
+
+import pytest
+
+from jaxrl_reason.data.addition import AdditionTask, split_of
+from jaxrl_reason.rewards.steps import addition_scratchpad
+
+
+def test_formats_match_spec():
+    task = AdditionTask()
+    p = task.problem(624, 259)
+    assert task.prompt(p) == "624+259\n"
+    assert task.prompt(p, hint="883") == "624+259 H883\n"
+    assert task.target(p) == "624+259,C0\n62+25,3C1\n6+2,83C0\n,883C0\nA:883\n"
+    assert task.target(task.problem(95, 17)) == "95+17,C0\n9+1,2C1\n,12C1\nA:112\n"
+    assert (p.question, p.answer, p.difficulty, p.meta) == (
+        "624+259",
+        "883",
+        3,
+        {"a": 624, "b": 259},
+    )
+    assert AdditionTask(scratchpad=False).target(p) == "A:883\n"
+
+
+def test_unequal_lengths_write_emptied_operand_as_empty():
+    assert addition_scratchpad("12", "5") == ["12+5,C0", "1+,7C0", ",17C0"]
+
+
+def _random_problems(task, count, seed):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        n = rng.randint(1, 8)
+        lo = 0 if n == 1 else 10 ** (n - 1)
+        out.append(task.problem(rng.randint(lo, 10**n - 1), rng.randint(lo, 10**n - 1)))
+    return out
+
+
+def test_gold_targets_check_correct_with_all_steps():
+    task = AdditionTask(max_digits=8)
+    problems = _random_problems(task, 300, seed=0) + [task.problem(99999999, 99999999)]
+    carries = 0
+    for p in problems:
+        check = task.check(p, task.target(p))
+        assert check.correct and check.answer == p.answer == str(p.meta["a"] + p.meta["b"])
+        assert check.steps == [True] * (p.difficulty + 1)
+        carries += "C1" in p.rationale
+    assert carries > 100  # the sample really exercises carries
+
+
+def _corrupt(char):
+    return "0" if char != "0" else "1"
+
+
+def test_corrupting_one_digit_or_carry_fails_exactly_that_step():
+    task = AdditionTask(max_digits=8)
+    rng = random.Random(1)
+    for p in _random_problems(task, 100, seed=2):
+        lines = task.target(p).split("\n")
+        k = rng.randrange(len(lines) - 1)  # any scratch line or the answer line
+        positions = [i for i, c in enumerate(lines[k]) if c.isdigit()]
+        if k == 0:
+            positions = [len(lines[0]) - 1]  # line 0's carry
+        i = rng.choice(positions)
+        lines[k] = lines[k][:i] + _corrupt(lines[k][i]) + lines[k][i + 1 :]
+        check = task.check(p, "\n".join(lines))
+        n_scratch = p.difficulty + 1
+        if k < n_scratch:
+            assert check.steps[:k] == [True] * k
+            assert check.steps[k] is False
+            assert check.correct  # answer line untouched
+        else:
+            assert check.steps == [True] * n_scratch
+            assert not check.correct
+
+
+def test_missing_and_garbled_lines():
+    task = AdditionTask()
+    p = task.problem(624, 259)
+    truncated = task.check(p, "624+259,C0\n62+25,3C1\n")
+    assert truncated.steps == [True, True, False, False] and truncated.answer is None
+    assert not truncated.correct
+    garbled = task.check(p, task.target(p).replace("A:883", "A:88x"))
+    assert garbled.answer is None and not garbled.correct and all(garbled.steps)
+    assert not task.check(p, task.target(p).replace("A:883", "A:0883")).correct
+    # An early answer line stands in for a scratch line: that line and the rest are wrong.
+    early = task.check(p, "624+259,C0\nA:883\n")
+    assert early.correct and early.steps == [True, False, False, False]
+
+
+def test_hint_only_in_hinted_prompt():
+    task = AdditionTask()
+    for p in itertools.islice(task.problems("train", 0), 50):
+        assert " H" not in task.prompt(p)
+        assert task.prompt(p, hint=p.answer).endswith(f" H{p.answer}\n")
+        assert " H" not in task.target(p)
+
+
+def test_streams_deterministic_difficulty_uniform_and_disjoint():
+    task = AdditionTask(min_digits=1, max_digits=3, test_size=300)
+    train_problems = list(itertools.islice(task.problems("train", 7), 3000))
+    train = [p.question for p in train_problems]
+    assert train[:200] == [p.question for p in itertools.islice(task.problems("train", 7), 200)]
+    assert train[:200] != [p.question for p in itertools.islice(task.problems("train", 8), 200)]
+    test = list(task.problems("test", 7))
+    assert len(test) == 300
+    assert {p.difficulty for p in test} == {1, 2, 3}
+    assert not set(train) & {p.question for p in test}
+    pairs = [(p.meta["a"], p.meta["b"]) for p in test]
+    assert all(split_of(a, b) == "test" and split_of(b, a) == "test" for a, b in pairs)
+    counts = [sum(p.difficulty == n for p in train_problems) for n in (1, 2, 3)]
+    assert min(counts) > 800  # uniform over digit lengths, not over numbers
+    with pytest.raises(ValueError, match="split"):
+        next(task.problems("valid", 0))
+
+
+def test_problems_of_length():
+    task = AdditionTask()
+    probs = task.problems_of_length(6, 40, seed=3)
+    assert len(probs) == 40 and all(p.difficulty == 6 for p in probs)
+    assert all(len(str(p.meta["a"])) == len(str(p.meta["b"])) == 6 for p in probs)
+    assert all(split_of(p.meta["a"], p.meta["b"]) == "test" for p in probs)
+    assert [p.question for p in probs] == [p.question for p in task.problems_of_length(6, 40, 3)]
+
+
+def test_reverse_format_round_trips():
+    task = AdditionTask(scratchpad=False, reverse=True)
+    p = task.problem(624, 259)
+    assert task.prompt(p) == "426+952\n" and task.target(p) == "A:388\n"
+    assert task.prompt(p, hint="883") == "426+952 H388\n"
+    check = task.check(p, task.target(p))
+    assert check == check.__class__(answer="883", correct=True, steps=None)
+    assert not task.check(p, "A:883\n").correct  # unreversed answer is wrong in reverse mode
+    big = task.problem(50, 50)
+    assert task.target(big) == "A:001\n" and task.check(big, "A:001\n").correct
+    for p in itertools.islice(task.problems("train", 0), 100):
+        assert task.check(p, task.target(p)).correct
+    with pytest.raises(ValueError, match="reverse"):
+        AdditionTask(scratchpad=True, reverse=True)
