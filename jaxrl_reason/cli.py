@@ -16,6 +16,7 @@ from absl import app, flags, logging
 from jaxrl_reason import parallel
 
 FLAGS = flags.FLAGS
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 flags.DEFINE_multi_string("gin_file", [], "Gin config files (later ones override earlier ones).")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. --gin_param='train.steps = 100'.")
 flags.DEFINE_string("workdir", None, "Run directory: config, metrics, checkpoints. Re-use it to resume.")
@@ -46,8 +47,13 @@ def write_operative_config(workdir: str) -> None:
     os.replace(tmp, os.path.join(workdir, "config.gin"))
 
 
-def run(job: Callable[[str], object], require_workdir: bool = True) -> None:
-    """absl entry point: parse gin, prepare the workdir, run `job(workdir)`, report user errors."""
+def run(job: Callable[[str], object], require_workdir: bool = True,
+        default_gin_file: str | None = None, use_workdir_config: bool = False) -> None:
+    """absl entry point: parse gin, prepare the workdir, run `job(workdir)`, report user errors.
+
+    `default_gin_file` is the job's embedded default, used when no --gin_file is given. With
+    `use_workdir_config` (read-only jobs: sample, evaluate) the run's own workdir/config.gin
+    comes first, so the model is rebuilt exactly as trained; --gin_file/--gin_param override."""
 
     def main(argv):
         if len(argv) > 1:
@@ -55,11 +61,20 @@ def run(job: Callable[[str], object], require_workdir: bool = True) -> None:
         try:
             if require_workdir and not FLAGS.workdir:
                 raise UserError("--workdir is required (it holds checkpoints; re-use it to resume)")
-            parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+            files = FLAGS.gin_file or ([default_gin_file] if default_gin_file else [])
+            if use_workdir_config:
+                run_config = os.path.join(FLAGS.workdir, "config.gin")
+                if not os.path.exists(run_config):
+                    raise UserError(f"{run_config} not found: is --workdir a training run's workdir?")
+                files = [run_config, *FLAGS.gin_file]
+            parse_gin(files, FLAGS.gin_param)
             parallel.maybe_initialize_distributed()
             if FLAGS.workdir:
                 os.makedirs(FLAGS.workdir, exist_ok=True)
+                write_operative_config(FLAGS.workdir)
             job(FLAGS.workdir)
+            if FLAGS.workdir:
+                write_operative_config(FLAGS.workdir)
         except (UserError, parallel.MeshError, FileNotFoundError) as e:
             logging.error("%s", e)
             print(f"error: {e}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from jaxrl_reason import cli
 from jaxrl_reason.algorithms import sft
-from jaxrl_reason.data import addition, gsm8k  # noqa: F401  (registers tasks with gin)
+from jaxrl_reason import registry  # noqa: F401  (registers every configurable with gin)
 
 
 def main() -> None:

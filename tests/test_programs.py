@@ -125,6 +125,11 @@ def test_induction_runs_the_proposed_program_on_the_hidden_pairs(task):
     "def f(x):\n    return open('/etc/passwd').read()",
     "def f(x):\n    return compile('1', 's', 'eval')",
     "def f(x):\n    return getattr(x, '__class__')",
+    "import operator\ndef f(x):\n    return operator.attrgetter('__class__')(x)",
+    "from operator import attrgetter\ndef f(x):\n    return attrgetter('real', 'a.__dict__')(x)",
+    "from operator import attrgetter as ag\ndef f(x):\n    return ag('real')(x)",
+    "from operator import methodcaller\ndef f(x):\n    return methodcaller('__reduce__')(x)",
+    "def f(x):\n    return getattr(x, *['__class__'])",
     "def f(x):\n    return getattr(x, 'real' + '')",
     "def f(x):\n    g = getattr\n    return g(x, 'real')",
     "def f(x):\n    return ().__class__.__bases__[0].__subclasses__()",
@@ -149,6 +154,8 @@ def test_ordinary_programs_are_allowed():
                     "def f(xs):\n    return math.prod(Counter(xs).values())",
                     "def f(x):\n    id = 3\n    input = [x]\n    return getattr(x, 'real'), id,"
                     " input",
+                    "from operator import attrgetter, itemgetter\n"
+                    "def f(x):\n    return attrgetter('real', 'imag')(x), itemgetter(0)([x])",
                     "import itertools as it\ndef f(n):\n    return list(it.islice(it.count(), n))"):
         assert checks.banned_reason(program) is None, program
 

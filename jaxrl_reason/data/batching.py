@@ -55,19 +55,22 @@ def _round_up(x: int, m: int) -> int:
 class ExampleStream:
     """Endless, resumable batches over a fixed list of (prompt, completion) pairs.
 
-    Epoch e is a permutation drawn from (seed, e); the state is just the batch index, so a
-    resumed stream yields exactly the batches an uninterrupted one would. Sequence length is
-    rounded up to `len_bucket` per batch, so short data trains on short (cheap) arrays."""
+    Epoch e is a permutation drawn from (seed, e), cut into groups of `group` batches whose
+    examples are sorted by length before batching (so batches hold similar lengths and train
+    on short arrays: sequence length is rounded up to `len_bucket` per batch). The state is
+    just the batch index, so a resumed stream yields exactly an uninterrupted one's batches."""
 
     def __init__(self, tok: Tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int,
-                 max_len: int, seed: int = 0, len_bucket: int = 32):
+                 max_len: int, seed: int = 0, len_bucket: int = 16, group: int = 8):
         if not pairs:
             raise ValueError("ExampleStream: no examples to train on")
         self.tok, self.pairs, self.batch_size = tok, list(pairs), batch_size
-        self.max_len, self.seed, self.len_bucket = max_len, seed, len_bucket
+        self.max_len, self.seed, self.len_bucket, self.group = max_len, seed, len_bucket, group
         self.index = 0
-        self._perm: tuple[int, np.ndarray] | None = None
-        self._lengths = [len(encode_prompt(tok, p)) + len(tok.encode(c)) + 1 for p, c in self.pairs]
+        self._epoch: tuple[int, list[np.ndarray]] | None = None
+        self._lengths = np.array(
+            [len(encode_prompt(tok, p)) + len(tok.encode(c)) + 1 for p, c in self.pairs])
+        self.batches_per_epoch = max(1, len(self.pairs) // batch_size)
 
     def get_state(self) -> dict:
         return {"index": self.index}
@@ -75,19 +78,27 @@ class ExampleStream:
     def set_state(self, state: dict) -> None:
         self.index = int(state["index"])
 
-    def _order(self, epoch: int) -> np.ndarray:
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.pairs)))
-        return self._perm[1]
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.pairs))
+            if len(order) < self.batch_size:  # tiny sets: repeat to fill one batch
+                order = np.resize(order, self.batch_size)
+            chunk = self.batch_size * self.group
+            batches = []
+            for start in range(0, self.batches_per_epoch * self.batch_size, chunk):
+                part = order[start : min(start + chunk, self.batches_per_epoch * self.batch_size)]
+                part = part[np.argsort(self._lengths[part], kind="stable")]
+                batches += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+            self._epoch = (epoch, [batches[i] for i in rng.permutation(len(batches))])
+        return self._epoch[1]
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        n = len(self.pairs)
-        start = self.index * self.batch_size
-        idx = [int(self._order((start + j) // n)[(start + j) % n]) for j in range(self.batch_size)]
+        idx = self._batches(self.index // self.batches_per_epoch)[self.index % self.batches_per_epoch]
         self.index += 1
-        longest = max(self._lengths[i] for i in idx)
-        seq_len = min(_round_up(longest, self.len_bucket), max(self.max_len, longest))
+        longest = int(self._lengths[idx].max())
+        seq_len = min(_round_up(longest, self.len_bucket), self.max_len)
         return make_batch(self.tok, [self.pairs[i] for i in idx], seq_len)

@@ -10,6 +10,7 @@ Stdlib only, and no package imports: this file runs as a script.
 
 import ctypes
 import errno
+import fcntl
 import gc
 import json
 import os
@@ -54,7 +55,8 @@ SECCOMP_DENY = (  # the process dies with SIGSYS -> status "blocked"
     160,  # setrlimit
     248, 249, 250, 298, 321, 323, 425, 426, 427,  # keys perf bpf userfaultfd io_uring
     133, 259, 303, 304,  # mknod mknodat name_to_handle_at open_by_handle_at
-    29, 64, 68,  # shmget semget msgget: System V objects outlive the process
+    29, 64, 68, 240,  # shmget semget msgget mq_open: IPC objects outlive the process
+    319, 447,  # memfd_create memfd_secret: memory outside the address-space limit
     103, 153, 159, 163, 164, 167, 168, 169, 170, 171, 172, 173, 175, 176, 179,
     227, 246, 256, 279, 305, 313,  # administration surfaces
 )
@@ -114,10 +116,16 @@ def seccomp_program(self_pid: int) -> bytes:
     return b"".join(p)
 
 
-def _install_seccomp(program: bytes) -> None:
-    buf = ctypes.create_string_buffer(program, len(program))
-    fprog = struct.pack("HxxxxxxP", len(program) // 8, ctypes.addressof(buf))
-    _errcheck(_prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.c_char_p(fprog), 0, 0))
+class SeccompFilter:
+    """A BPF program laid out for prctl once, so a child only makes the call."""
+
+    def __init__(self, program: bytes):
+        self._buf = ctypes.create_string_buffer(program, len(program))
+        prog = struct.pack("HxxxxxxP", len(program) // 8, ctypes.addressof(self._buf))
+        self._fprog = ctypes.c_char_p(prog)
+
+    def install(self) -> None:
+        _errcheck(_prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self._fprog, 0, 0))
 
 
 class Sandbox:
@@ -139,15 +147,19 @@ class Sandbox:
         self.uid = NOBODY if root and self._nobody_can_read() else None
         self.protections["uid_drop"] = self.uid is not None
         self.tmpfs = bool(self.protections["pivot_root"])
-        self._fresh_scratch()
         self.landlock_abi, self.ruleset = self._landlock()
+        self._fresh_scratch()
         self.protections["landlock_abi"] = self.landlock_abi
         self.seccomp = os.uname().machine == "x86_64" and self._probe_seccomp()
         # Inside a PID namespace every run is PID 1, so one filter serves them all.
-        self.filter = seccomp_program(1) if self.pidns_fd is not None else None
+        self.filter = SeccompFilter(seccomp_program(1)) if self.pidns_fd is not None else None
+        limits = dict(AS=cfg["memory_mb"] << 20, FSIZE=cfg["disk_mb"] << 20, NOFILE=64, CORE=0,
+                      MSGQUEUE=0, MEMLOCK=0)
+        if self.uid is not None:  # counted per user, so only meaningful for a dedicated one
+            limits["NPROC"] = cfg["max_threads"]
+        self.limits = [(getattr(resource, f"RLIMIT_{k}"), v) for k, v in limits.items()]
+        self.protections["rlimits"] = ["CPU", *limits]  # CPU: from each run's timeout
         self.protections["seccomp"] = self.seccomp
-        self.protections["rlimits"] = ["AS", "CPU", "FSIZE", "NOFILE", "CORE"] + (
-            ["NPROC"] if self.uid is not None else [])
 
     # ---- once per worker ----------------------------------------------------------------
     @staticmethod
@@ -217,14 +229,14 @@ class Sandbox:
             else:
                 open(target, "w").close()
             _mount(src, target, None, MS_BIND | MS_REC)
-        os.makedirs(new + "/tmp", exist_ok=True)
+        os.makedirs(new + "/tmp/run", exist_ok=True)
         attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
         _syscall(SYS_MOUNT_SETATTR, AT_FDCWD, os.fsencode(new), AT_RECURSIVE, attr, len(attr))
         os.chdir(new)
         _syscall(SYS_PIVOT_ROOT, b".", b".")
         _errcheck(_libc.umount2(b".", MNT_DETACH))
         os.chdir("/")
-        self.scratch = "/tmp"  # a fresh tmpfs per run: see _fresh_scratch
+        self.scratch = "/tmp/run"  # a fresh tmpfs per run: see _fresh_scratch
 
     def _landlock(self) -> tuple[int, int | None]:
         """A ruleset allowing reads of `read_paths`, everything in the scratch dir, and nothing
@@ -240,7 +252,9 @@ class Sandbox:
         file_rights = _by_abi(LL_FILE, abi)
         rules = [(p, LL_READ) for p in self.read_paths]
         rules += [("/dev/null", 4 | 2), ("/dev/zero", 4), ("/dev/urandom", 4), ("/dev/random", 4)]
-        rules.append((self.scratch, handled))
+        # Rules bind to inodes, and a rule on a mount point is hidden by what is mounted on it:
+        # the per-run tmpfs on /tmp/run is covered by the rule on its parent (read-only).
+        rules.append((os.path.dirname(self.scratch) if self.tmpfs else self.scratch, handled))
         for path, rights in rules:
             if not os.path.exists(path):
                 continue
@@ -260,7 +274,7 @@ class Sandbox:
         if pid == 0:
             try:
                 _errcheck(_prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-                _install_seccomp(seccomp_program(os.getpid()))
+                SeccompFilter(seccomp_program(os.getpid())).install()
                 os._exit(0)
             finally:
                 os._exit(1)
@@ -269,9 +283,12 @@ class Sandbox:
     # ---- per run ------------------------------------------------------------------------
     def run(self, req: dict) -> dict:
         timeout = float(req["timeout_s"])
-        stdin_fd = os.memfd_create("stdin")
-        os.write(stdin_fd, req["stdin"].encode())
+        stdin_fd = os.memfd_create("stdin", os.MFD_ALLOW_SEALING)
+        os.write(stdin_fd, req["stdin"].encode("utf-8", "surrogatepass"))
         os.lseek(stdin_fd, 0, os.SEEK_SET)
+        # Sealed, or the program could grow its stdin into memory outside its limits.
+        fcntl.fcntl(stdin_fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_WRITE
+                    | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         start = time.monotonic()
@@ -304,14 +321,8 @@ class Sandbox:
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.chdir(self.scratch)
-            cfg = self.cfg
             cpu = int(timeout) + 1
-            limits = [(resource.RLIMIT_AS, cfg["memory_mb"] << 20), (resource.RLIMIT_CPU, cpu),
-                      (resource.RLIMIT_FSIZE, cfg["disk_mb"] << 20),
-                      (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CORE, 0)]
-            if self.uid is not None:
-                limits.append((resource.RLIMIT_NPROC, cfg["max_threads"]))
-            for which, value in limits:
+            for which, value in [(resource.RLIMIT_CPU, cpu), *self.limits]:
                 resource.setrlimit(which, (value, value))
             if self.uid is not None:
                 os.setgroups([])
@@ -325,7 +336,7 @@ class Sandbox:
             main = types.ModuleType("__main__")
             sys.modules["__main__"] = main
             if self.seccomp:
-                _install_seccomp(self.filter or seccomp_program(os.getpid()))
+                (self.filter or SeccompFilter(seccomp_program(os.getpid()))).install()
         except BaseException as e:  # fail closed: a protection that worked before must hold
             os.write(2, f"sandbox setup failed: {e!r}\n".encode())
             os._exit(EXIT_SETUP)

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,19 @@ class ExecResult:
         return self.status == "ok"
 
 
+def confinement_gaps(protections: dict[str, object]) -> list[str]:
+    """What no active layer covers, from a worker's `protections` record."""
+    p = protections
+    gaps = []
+    if not (p.get("pivot_root") or p.get("landlock_abi")):
+        gaps.append("programs can read and write every file the caller's user can")
+    if not (p.get("net_namespace") or p.get("seccomp") or p.get("landlock_abi", 0) >= 4):
+        gaps.append("programs can open network connections")
+    if not (p.get("pid_namespace") or p.get("seccomp") or p.get("uid_drop")):
+        gaps.append("programs can signal the caller's other processes")
+    return gaps
+
+
 class _WorkerDied(Exception):
     pass
 
@@ -69,7 +83,11 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_WORKER_ENV, cwd="/",
             close_fds=True, start_new_session=True)
         self.scratch = cfg["scratch"]
-        self.protections = self._recv(time.monotonic() + 60)["protections"]
+        try:
+            self.protections = self._recv(time.monotonic() + 60)["protections"]
+        except _WorkerDied:
+            self.close()
+            raise RuntimeError("an executor worker failed to start (see stderr)") from None
 
     def call(self, request: dict, deadline: float) -> dict:
         data = json.dumps(request).encode()
@@ -108,7 +126,7 @@ class _Worker:
 class Executor:
     """Runs Python source in a sandbox; `run` for one program, `run_batch` for many at once.
 
-    `memory_mb` caps the run's address space (the interpreter itself takes ~40 MB of it),
+    `memory_mb` caps the run's address space (the interpreter itself takes ~20 MB of it),
     `disk_mb` its private working directory (and the size of any file it writes),
     `max_output_bytes` each of stdout and stderr, `max_threads` the threads it may start.
     `protections` records which layers the kernel allowed on this machine.
@@ -138,6 +156,8 @@ class Executor:
         for w in started:
             self._idle.put(w)
         self.protections: dict[str, object] = started[0].protections
+        for gap in confinement_gaps(self.protections):
+            warnings.warn(f"sandbox: {gap} on this machine (see docs/sandbox.md)", stacklevel=2)
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="executor")
 
     def _spawn(self) -> _Worker:

@@ -29,7 +29,10 @@ BANNED_NAMES = frozenset({  # banned wherever they appear: aliasing them must no
     "__builtins__", "__loader__", "__spec__", "__build_class__",
 })
 BANNED_CALLS = frozenset({"id", "dir", "input", "help", "exit", "quit"})  # fine as variables
-ATTR_FUNCTIONS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
+# Functions that reach attributes by a string name -> which positional argument is the name
+# (-1: all of them). Allowed only when called directly with plain constant names.
+ATTR_FUNCTIONS = {"getattr": 1, "setattr": 1, "delattr": 1, "hasattr": 1, "attrgetter": -1,
+                  "methodcaller": 0}
 # Introspection attributes that lead back to modules, frames or builtins.
 BANNED_ATTRS = frozenset({
     "__class__", "__bases__", "__base__", "__mro__", "__subclasses__", "__globals__",
@@ -64,23 +67,39 @@ def banned_reason(program: str) -> str | None:
                 return "relative import"
             if node.module.split(".")[0] in BANNED_MODULES:
                 return f"imports from {node.module}"
-        elif isinstance(node, ast.Name) and (
-                node.id in BANNED_NAMES or (node.id in ATTR_FUNCTIONS and id(node) not in called)
-                or (node.id in BANNED_CALLS and id(node) in called)):
-            return f"uses {node.id}"
-        elif isinstance(node, ast.Attribute) and node.attr in BANNED_ATTRS:
-            return f"uses .{node.attr}"
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                and node.func.id in ATTR_FUNCTIONS and not _plain_attr_name(node):
-            return f"{node.func.id} with a computed or dunder attribute name"
+            if any(a.name in ATTR_FUNCTIONS and a.asname not in (None, a.name)
+                   for a in node.names):
+                return "renames an attribute-access function"
+        elif isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if isinstance(node, ast.Name) and (
+                    name in BANNED_NAMES or (name in BANNED_CALLS and id(node) in called)):
+                return f"uses {name}"
+            if isinstance(node, ast.Attribute) and name in BANNED_ATTRS:
+                return f"uses .{name}"
+            if name in ATTR_FUNCTIONS and id(node) not in called:
+                return f"uses {name} other than by calling it"
+        elif isinstance(node, ast.Call) and not _plain_attr_names(node):
+            return "reaches an attribute by a computed or private name"
     return None
 
 
-def _plain_attr_name(call: ast.Call) -> bool:
-    if len(call.args) < 2 or not isinstance(call.args[1], ast.Constant):
+def _plain_attr_names(call: ast.Call) -> bool:
+    """False if `call` is an attribute-access function given a non-constant or private name."""
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    if name not in ATTR_FUNCTIONS:
+        return True
+    index = ATTR_FUNCTIONS[name]
+    names = call.args if index < 0 else call.args[index:index + 1]
+    if not names or call.keywords or any(isinstance(a, ast.Starred) for a in call.args):
         return False
-    name = call.args[1].value
-    return isinstance(name, str) and not name.startswith("_") and name not in BANNED_ATTRS
+    for arg in names:
+        if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+            return False
+        if any(part.startswith("_") or part in BANNED_ATTRS for part in arg.value.split(".")):
+            return False
+    return True
 
 
 def extract_tagged(completion: str, open_tag: str, close_tag: str) -> str | None:

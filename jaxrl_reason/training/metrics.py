@@ -26,12 +26,15 @@ def _scalar(v: Any) -> Any:
 class MetricWriter:
     """Appends {"step": s, **metrics} lines; mirrors numeric scalars to TensorBoard."""
 
-    def __init__(self, workdir: str, resume_step: int | None = None, key: str = "step"):
+    def __init__(self, workdir: str, resume_step: int | None = None, key: str = "step",
+                 filename: str = "metrics.jsonl"):
         os.makedirs(workdir, exist_ok=True)
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, filename)
         self.key = key
         self._truncate_after(resume_step)
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
+        self._tb = None
+        if jax.process_index() == 0:
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard", filename.split(".")[0]))
 
     def _truncate_after(self, step: int | None) -> None:
         if not os.path.exists(self.path):
@@ -66,8 +69,8 @@ class MetricWriter:
             self._tb.close()
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    path = os.path.join(workdir, "metrics.jsonl")
+def read_metrics(workdir: str, filename: str = "metrics.jsonl") -> list[dict[str, Any]]:
+    path = os.path.join(workdir, filename)
     if not os.path.exists(path):
         return []
     with open(path) as f:

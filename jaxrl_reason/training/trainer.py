@@ -106,7 +106,7 @@ class Trainer:
             metrics = {k: v if k == "tokens" else v / self.grad_accum for k, v in metrics.items()}
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
                "rng": state["rng"]}
         return new, metrics

@@ -1,0 +1,289 @@
+"""Self-improvement for length generalization (Lee et al. 2025; ALGORITHMS.md section 2).
+
+Round 0 trains on gold labels of 1..L digit additions. Round r = 1..R: the model(s) LABEL fresh
+inputs of L+r digits, two filters keep the trustworthy self-labels (never the truth: the checker
+only reports how precise the kept labels were), and training RESUMES from the previous round's
+params AND optimizer state: one schedule spans the whole run, so Adam's moments stay calibrated
+and `self_label=False` (gold data only, same steps, same schedule) is an exact-budget baseline.
+The newest round's labels fill ~half of every batch; the rest is drawn uniformly from older data.
+
+Filters, because one wrong label trained on makes the next round's labels worse (the paper's
+"error avalanche"):
+- majority vote: `num_models` models trained from different seeds (in this process, on the same
+  data) times `samples_per_model` samples each; a label is kept when >= `vote_threshold` of
+  those outputs are the identical completion;
+- length filter: a model that extrapolates badly tends to stop early, so labels whose answer is
+  shorter than the round's longest by more than `length_slack` are dropped (slack 1 for
+  addition, where two n-digit operands have an n- or (n+1)-digit sum).
+
+Resume: each round's kept labels are written (atomically) before that round trains, every model
+checkpoints its state with (round, data-stream state), and a round's summary line is written only
+after every model's end-of-round checkpoint is on disk, so a killed run resumes at the round and
+step it reached and ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import time
+from collections.abc import Sequence
+
+import gin
+import jax
+import numpy as np
+
+from jaxrl_reason import cli
+from jaxrl_reason.algorithms import common, evaluation, plots
+from jaxrl_reason.data.addition import AdditionTask
+from jaxrl_reason.data.batching import make_batch
+from jaxrl_reason.data.tasks import Problem
+from jaxrl_reason.sampling.sampler import SamplingConfig
+from jaxrl_reason.tokenizers import Tokenizer
+from jaxrl_reason.training.checkpoints import Checkpointer
+from jaxrl_reason.training.loop import fit
+from jaxrl_reason.training.metrics import MetricWriter
+
+Pair = tuple[str, str]
+
+
+# ---- filters ------------------------------------------------------------------------------
+def majority_vote(outputs: Sequence[Sequence[str | None]], threshold: int) -> list[str | None]:
+    """Per input, its most common output when >= `threshold` outputs are that same string.
+
+    None outputs (unfinished or unparseable) never count as votes. Ties go to the output seen
+    first, so the result is deterministic."""
+    winners: list[str | None] = []
+    for outs in outputs:
+        counts = collections.Counter(o for o in outs if o is not None)
+        best = counts.most_common(1)
+        winners.append(best[0][0] if best and best[0][1] >= threshold else None)
+    return winners
+
+
+def length_filter(lengths: Sequence[int | None], slack: int = 0) -> list[bool]:
+    """keep[i] iff lengths[i] >= (longest length in the batch) - slack; None is never kept."""
+    longest = max((n for n in lengths if n is not None), default=None)
+    return [n is not None and n >= longest - slack for n in lengths]
+
+
+# ---- the training mixture ---------------------------------------------------------------
+class MixtureStream:
+    """Endless, resumable batches: each row comes from the newest source with probability
+    `newest_prob`, else uniformly from the union of the older sources (with replacement).
+
+    A batch is a pure function of (seed, number of sources, batch index), so the state is just
+    the index and a resumed stream repeats an uninterrupted one. With one source, or an empty
+    newest or older pool, every row comes from the pool that has data."""
+
+    def __init__(self, tok: Tokenizer, sources: Sequence[Sequence[Pair]], batch_size: int,
+                 max_len: int, seed: int = 0, newest_prob: float = 0.5, len_bucket: int = 32):
+        if not 0.0 <= newest_prob <= 1.0:
+            raise ValueError(f"newest_prob must be in [0, 1], got {newest_prob}")
+        self.newest = list(sources[-1])
+        self.older = [p for src in sources[:-1] for p in src]
+        if not self.newest and not self.older:
+            raise ValueError("MixtureStream: no examples to train on")
+        self.tok, self.batch_size, self.max_len = tok, batch_size, max_len
+        self.seed, self.newest_prob, self.len_bucket = seed, newest_prob, len_bucket
+        self.num_sources = len(sources)
+        self.index = 0
+
+    def get_state(self) -> dict:
+        return {"index": self.index}
+
+    def set_state(self, state: dict) -> None:
+        self.index = int(state["index"])
+
+    def rows(self, index: int) -> list[Pair]:
+        """The examples of batch `index`."""
+        rng = np.random.default_rng([self.seed, self.num_sources, index])
+        p = self.newest_prob if self.older else 1.0
+        p = p if self.newest else 0.0
+        from_newest = rng.random(self.batch_size) < p
+        i_new = rng.integers(max(len(self.newest), 1), size=self.batch_size)
+        i_old = rng.integers(max(len(self.older), 1), size=self.batch_size)
+        return [self.newest[n] if f else self.older[o]
+                for f, n, o in zip(from_newest, i_new, i_old, strict=True)]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        pairs = self.rows(self.index)
+        self.index += 1
+        longest = max(len(self.tok.encode(p + c)) + 2 for p, c in pairs)  # + BOS, EOS
+        seq_len = min(-(-longest // self.len_bucket) * self.len_bucket,
+                      max(self.max_len, longest))
+        return make_batch(self.tok, pairs, seq_len)
+
+
+# ---- self-labeling ------------------------------------------------------------------------
+def self_label(s: common.Setup, params_list: Sequence, task: AdditionTask,
+               problems: Sequence[Problem], cfg: SamplingConfig, seed: int, *,
+               vote_threshold: int, filter_length: bool,
+               length_slack: int) -> tuple[list[Pair], dict]:
+    """Labels `problems` with every model, filters, returns (kept pairs, stats).
+
+    An output is a candidate only if it finished (emitted the stop token) and parses; the
+    checker's verdict (`correct`) is used for the reported precisions and nothing else."""
+    outputs: list[list[str | None]] = [[] for _ in problems]
+    first: list[bool] = []  # model 0's first output per problem: correct? (precision unfiltered)
+    for m, params in enumerate(params_list):
+        results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, cfg,
+                                      seed=seed * 101 + m)
+        for i, r in enumerate(results):
+            finished = len(s.tok.encode(r.completion)) < cfg.max_new_tokens
+            outputs[i // cfg.n].append(
+                r.completion if finished and r.check.answer is not None else None)
+            if m == 0 and i % cfg.n == 0:
+                first.append(r.check.correct)
+    labels = majority_vote(outputs, vote_threshold)
+    voted = sum(lb is not None for lb in labels)
+    checks = [None if lb is None else task.check(p, lb) for p, lb in zip(problems, labels,
+                                                                         strict=True)]
+    if filter_length:
+        keep = length_filter([None if c is None else len(c.answer) for c in checks], length_slack)
+        labels = [lb if k else None for lb, k in zip(labels, keep, strict=True)]
+    kept = [(task.prompt(p), lb) for p, lb in zip(problems, labels, strict=True) if lb is not None]
+    right = sum(c.correct for c, lb in zip(checks, labels, strict=True) if lb is not None)
+    stats = {"labeled": len(problems), "voted": voted, "kept": len(kept),
+             "precision": right / max(len(kept), 1),
+             "precision_unfiltered": sum(first) / max(len(first), 1)}
+    return kept, stats
+
+
+def _round_summaries(workdir: str) -> list[dict]:
+    """metrics.jsonl's round lines, skipping a line cut by a kill mid-write."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def _save_json(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f)
+    os.replace(path + ".tmp", path)
+
+
+# ---- the job -------------------------------------------------------------------------------
+@gin.configurable(denylist=["workdir"])
+def self_improve(
+    workdir: str,
+    task: AdditionTask = gin.REQUIRED,
+    rounds: int = 3,
+    self_label_rounds: bool = True,
+    steps_round0: int = 1500,
+    steps_per_round: int = 500,
+    num_gold: int = 20_000,
+    labels_per_round: int = 2000,
+    num_models: int = 1,
+    samples_per_model: int = 1,
+    temperature: float = 0.7,
+    vote_threshold: int = 1,
+    filter_length: bool = True,
+    length_slack: int = 1,
+    newest_prob: float = 0.5,
+    batch_size: int = 64,
+    max_len: int = 32,
+    max_new_tokens: int = 24,
+    eval_digits: tuple[int, ...] | None = None,
+    eval_per_length: int = 200,
+    ckpt_every: int = 250,
+    log_every: int = 50,
+    seed: int = 0,
+) -> list[dict]:
+    """Runs (or resumes) round 0 and `rounds` self-improvement rounds in `workdir`.
+
+    `self_label_rounds=False` is the baseline: the same rounds, steps and schedule on gold
+    1..L digit data only. Returns one summary per round (also in workdir/metrics.jsonl)."""
+    if vote_threshold > num_models * samples_per_model:
+        raise cli.UserError(
+            f"self_improve.vote_threshold={vote_threshold} exceeds the "
+            f"{num_models * samples_per_model} outputs per input (num_models x samples_per_model)")
+    top = task.max_digits
+    eval_digits = tuple(eval_digits or range(1, top + rounds + 2))
+    ends = list(itertools.accumulate([steps_round0] + [steps_per_round] * rounds))
+    s = common.build(ends[-1])
+    cli.write_operative_config(workdir)
+
+    gold = [(task.prompt(p), task.target(p))
+            for p in itertools.islice(task.problems("train", seed), num_gold)]
+    eval_set = [p for n in eval_digits for p in task.problems_of_length(n, eval_per_length, seed)]
+    greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    labeling = SamplingConfig(max_new_tokens=max_new_tokens, n=samples_per_model,
+                              temperature=temperature if samples_per_model > 1 else 0.0)
+
+    ckpts = [Checkpointer(os.path.join(workdir, "checkpoints", f"model_{m}"))
+             for m in range(num_models)]
+    states, extras = [], []
+    for m, ckpt in enumerate(ckpts):
+        restored = ckpt.restore(s.trainer.abstract_state)
+        states.append(restored[0] if restored else s.trainer.init(seed + m))
+        extras.append(restored[1] if restored else {"round": 0, "data": {"index": 0}})
+    history = _round_summaries(workdir)
+    done = history[-1]["round"] if history else None
+    writer = MetricWriter(workdir, resume_step=done, key="round")
+    train_writer = MetricWriter(workdir, resume_step=ckpts[0].latest_step(),
+                                filename="train_metrics.jsonl")
+
+    sources: list[list[Pair]] = [gold]
+    stats: dict = {"labeled": 0, "voted": 0, "kept": 0}
+    for r in range(rounds + 1):
+        t0 = time.time()
+        path = os.path.join(workdir, "labels", f"round_{r:03d}.json")
+        if r > 0 and self_label_rounds:
+            if os.path.exists(path):
+                with open(path) as f:
+                    saved = json.load(f)
+            else:  # every model is exactly at the end of round r - 1 here (see module doc)
+                problems = task.problems_of_length(top + r, labels_per_round, seed * 1000 + r,
+                                                   split="train")
+                kept, stats = self_label(s, [st["params"] for st in states], task, problems,
+                                         labeling, seed * 1000 + r,
+                                         vote_threshold=vote_threshold,
+                                         filter_length=filter_length, length_slack=length_slack)
+                saved = {"pairs": kept, "stats": stats}
+                _save_json(path, saved)
+            sources.append([tuple(p) for p in saved["pairs"]])
+            stats = saved["stats"]
+        if done is not None and r <= done:
+            continue
+        for m in range(num_models):
+            data = MixtureStream(s.tok, sources, batch_size, max_len, seed + m, newest_prob)
+            if extras[m].get("round") == r:
+                data.set_state(extras[m]["data"])
+            states[m] = fit(s.trainer, states[m], data, ends[r], ckpt=ckpts[m],
+                            writer=train_writer if m == 0 else None, extra={"round": r},
+                            ckpt_every=ckpt_every, log_every=log_every,
+                            desc=f"round {r} model {m}")
+            ckpts[m].wait()
+        results = evaluation.rollouts(s.sampler, states[0]["params"], task, s.tok, eval_set,
+                                      greedy)
+        rec = writer.write(r, {**evaluation.accuracy_by_difficulty(results), **stats,
+                               "steps": ends[r], "seconds": round(time.time() - t0, 1)})
+        history.append(rec)
+        plots.accuracy_plot(history, os.path.join(workdir, "accuracy.png"), x="round",
+                            title=f"self-improvement from {top} digits "
+                                  f"({'self-labels' if self_label_rounds else 'gold only'})")
+        print(f"round {r}: " + " ".join(f"{k}={v:.3f}" for k, v in rec.items()
+                                       if k.startswith("acc/")), flush=True)
+    for ckpt in ckpts:
+        ckpt.close()
+    writer.close()
+    train_writer.close()
+    cli.write_operative_config(workdir)
+    print(plots.table(history, x="round", extra=("kept", "precision", "steps", "seconds")))
+    jax.effects_barrier()
+    return history

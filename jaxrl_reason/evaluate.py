@@ -1,0 +1,67 @@
+"""Evaluates a checkpoint: python -m jaxrl_reason.evaluate --workdir=DIR [--gin_param=...]
+
+Reads the run's config.gin (model, tokenizer), restores the latest or --step checkpoint, and
+prints one JSON object: accuracy per difficulty on fresh test problems of the task given by
+`evaluate.task` / `evaluate.difficulties` (defaults: the run's own task).
+"""
+
+import json
+import os
+
+import gin
+from absl import flags
+
+from jaxrl_reason import cli
+from jaxrl_reason import registry  # noqa: F401  (registers every configurable with gin)
+from jaxrl_reason.algorithms import common, evaluation
+from jaxrl_reason.data.tasks import Task
+from jaxrl_reason.sampling.sampler import SamplingConfig
+from jaxrl_reason.training.checkpoints import Checkpointer
+
+flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: latest).")
+
+
+@gin.configurable(denylist=["workdir"])
+def evaluate(
+    workdir: str,
+    task: Task | None = None,
+    difficulties: tuple[int, ...] = (1, 2, 3, 4, 5),
+    per_difficulty: int = 200,
+    seed: int = 12345,
+    split: str = "test",
+    max_new_tokens: int = 128,
+) -> dict:
+    """Greedy exact-match accuracy per difficulty (problems_of_length) of one checkpoint."""
+    task = task or _run_task()
+    s = common.build(1)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    restored = ckpt.restore(s.trainer.abstract_state, flags.FLAGS.step)
+    if restored is None:
+        raise cli.UserError(f"no checkpoint under {workdir}/checkpoints")
+    problems = [p for d in difficulties for p in task.problems_of_length(d, per_difficulty, seed, split)]
+    greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    results = evaluation.rollouts(s.sampler, restored[0]["params"], task, s.tok, problems, greedy)
+    out = {"workdir": workdir, "step": ckpt.latest_step() if flags.FLAGS.step is None else flags.FLAGS.step,
+           "n": len(results), **evaluation.accuracy_by_difficulty(results)}
+    ckpt.close()
+    print(json.dumps(out))
+    return out
+
+
+def _run_task() -> Task:
+    """The task the run trained on, from its config (star.task, self_improve.task, sft.task)."""
+    for job in ("star", "self_improve", "sft"):
+        try:
+            ref = gin.query_parameter(f"{job}.task")
+        except ValueError:
+            continue
+        return ref.scoped_configurable_fn()
+    raise cli.UserError("no task found in the run's config; bind evaluate.task")
+
+
+def main() -> None:
+    cli.run(evaluate, use_workdir_config=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Prints completions from a checkpoint: python -m jaxrl_reason.sample --workdir=DIR --prompt='12+34'
+
+With --prompt, samples that text; otherwise samples problems of the configured task and shows
+the checker's verdict next to each completion.
+"""
+
+import itertools
+import os
+
+import gin
+from absl import flags
+
+from jaxrl_reason import cli, evaluate
+from jaxrl_reason.algorithms import common, evaluation
+from jaxrl_reason import registry  # noqa: F401  (registers every configurable with gin)
+from jaxrl_reason.data.batching import decode_completions, encode_prompt
+from jaxrl_reason.data.tasks import Task
+from jaxrl_reason.sampling.sampler import SamplingConfig
+from jaxrl_reason.training.checkpoints import Checkpointer
+
+flags.DEFINE_multi_string("prompt", [], "Prompt text(s); '\\n' is unescaped. Default: task problems.")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+
+
+@gin.configurable(denylist=["workdir"])
+def sample(workdir: str, task: Task | None = None, num_problems: int = 8, seed: int = 0,
+           sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=96)) -> None:
+    """Restores params from workdir/checkpoints and prints completions."""
+    s = common.build(1)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    restored = ckpt.restore(s.trainer.abstract_state, flags.FLAGS.step)
+    if restored is None:
+        raise cli.UserError(f"no checkpoint under {workdir}/checkpoints")
+    params = restored[0]["params"]
+    if flags.FLAGS.prompt:
+        prompts = [p.replace("\\n", "\n") for p in flags.FLAGS.prompt]
+        out = s.sampler.generate(params, [encode_prompt(s.tok, p) for p in prompts], sampling, seed)
+        for i, text in zip(out.prompt_index, decode_completions(s.tok, out.tokens, out.lengths),
+                           strict=True):
+            print(f"--- prompt: {prompts[i]!r}\n{text}")
+        return
+    task = task or evaluate._run_task()
+    problems = list(itertools.islice(task.problems("test", seed), num_problems))
+    for r in evaluation.rollouts(s.sampler, params, task, s.tok, problems, sampling, seed):
+        verdict = "CORRECT" if r.check.correct else f"WRONG (gold {r.problem.answer})"
+        print(f"--- {r.prompt!r} -> {verdict} steps={r.check.steps}\n{r.completion}")
+
+
+if __name__ == "__main__":
+    cli.run(sample, use_workdir_config=True)
