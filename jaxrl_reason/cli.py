@@ -19,7 +19,9 @@ FLAGS = flags.FLAGS
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 flags.DEFINE_multi_string("gin_file", [], "Gin config files (later ones override earlier ones).")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. --gin_param='train.steps = 100'.")
-flags.DEFINE_string("workdir", None, "Run directory: config, metrics, checkpoints. Re-use it to resume.")
+flags.DEFINE_string(
+    "workdir", None, "Run directory: config, metrics, checkpoints. Re-use it to resume."
+)
 
 
 class UserError(Exception):
@@ -35,8 +37,9 @@ def parse_gin(files: Sequence[str], params: Sequence[str]) -> None:
         gin.parse_config_files_and_bindings(files, params, finalize_config=False)
     except (ValueError, SyntaxError, TypeError) as e:
         msg = str(e).strip().splitlines()[0]
-        raise UserError(f"bad gin config ({msg}); check --gin_file {list(files)} and --gin_param "
-                        f"{list(params)}") from None
+        raise UserError(
+            f"bad gin config ({msg}); check --gin_file {list(files)} and --gin_param {list(params)}"
+        ) from None
 
 
 def write_operative_config(workdir: str) -> None:
@@ -47,8 +50,12 @@ def write_operative_config(workdir: str) -> None:
     os.replace(tmp, os.path.join(workdir, "config.gin"))
 
 
-def run(job: Callable[[str], object], require_workdir: bool = True,
-        default_gin_file: str | None = None, use_workdir_config: bool = False) -> None:
+def run(
+    job: Callable[[str], object],
+    require_workdir: bool = True,
+    default_gin_file: str | None = None,
+    use_workdir_config: bool = False,
+) -> None:
     """absl entry point: parse gin, prepare the workdir, run `job(workdir)`, report user errors.
 
     `default_gin_file` is the job's embedded default, used when no --gin_file is given. With
@@ -56,6 +63,8 @@ def run(job: Callable[[str], object], require_workdir: bool = True,
     comes first, so the model is rebuilt exactly as trained; --gin_file/--gin_param override."""
 
     def main(argv):
+        if not FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the bar readable
+            logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         try:
@@ -65,7 +74,9 @@ def run(job: Callable[[str], object], require_workdir: bool = True,
             if use_workdir_config:
                 run_config = os.path.join(FLAGS.workdir, "config.gin")
                 if not os.path.exists(run_config):
-                    raise UserError(f"{run_config} not found: is --workdir a training run's workdir?")
+                    raise UserError(
+                        f"{run_config} not found: is --workdir a training run's workdir?"
+                    )
                 files = [run_config, *FLAGS.gin_file]
             parse_gin(files, FLAGS.gin_param)
             parallel.maybe_initialize_distributed()

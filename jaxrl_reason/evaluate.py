@@ -11,8 +11,10 @@ import os
 import gin
 from absl import flags
 
-from jaxrl_reason import cli
-from jaxrl_reason import registry  # noqa: F401  (registers every configurable with gin)
+from jaxrl_reason import (
+    cli,
+    registry,  # noqa: F401  (registers every configurable with gin)
+)
 from jaxrl_reason.algorithms import common, evaluation
 from jaxrl_reason.data.tasks import Task
 from jaxrl_reason.sampling.sampler import SamplingConfig
@@ -38,11 +40,17 @@ def evaluate(
     restored = ckpt.restore(s.trainer.abstract_state, flags.FLAGS.step)
     if restored is None:
         raise cli.UserError(f"no checkpoint under {workdir}/checkpoints")
-    problems = [p for d in difficulties for p in task.problems_of_length(d, per_difficulty, seed, split)]
+    problems = [
+        p for d in difficulties for p in task.problems_of_length(d, per_difficulty, seed, split)
+    ]
     greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     results = evaluation.rollouts(s.sampler, restored[0]["params"], task, s.tok, problems, greedy)
-    out = {"workdir": workdir, "step": ckpt.latest_step() if flags.FLAGS.step is None else flags.FLAGS.step,
-           "n": len(results), **evaluation.accuracy_by_difficulty(results)}
+    out = {
+        "workdir": workdir,
+        "step": ckpt.latest_step() if flags.FLAGS.step is None else flags.FLAGS.step,
+        "n": len(results),
+        **evaluation.accuracy_by_difficulty(results),
+    }
     ckpt.close()
     print(json.dumps(out))
     return out

@@ -40,7 +40,11 @@ def maybe_initialize_distributed() -> None:
     """Starts jax.distributed on multi-host TPU/GPU jobs; a no-op on one host."""
     multi_host_env = any(
         k in os.environ
-        for k in ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
+        for k in (
+            "TPU_WORKER_HOSTNAMES",
+            "MEGASCALE_COORDINATOR_ADDRESS",
+            "JAX_COORDINATOR_ADDRESS",
+        )
     )
     if multi_host_env and "," in os.environ.get("TPU_WORKER_HOSTNAMES", ","):
         jax.distributed.initialize()
@@ -51,7 +55,7 @@ def maybe_initialize_distributed() -> None:
 def make_mesh(
     data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None
 ) -> Mesh:
-    """A (data, fsdp, tensor) mesh; at most one size may be -1 (= fill with the remaining devices)."""
+    """A (data, fsdp, tensor) mesh; at most one size may be -1 (= fill with remaining devices)."""
     devices = list(devices if devices is not None else jax.devices())
     sizes = [data, fsdp, tensor]
     n = len(devices)

@@ -1,8 +1,11 @@
 """Imports every gin-configurable module, so any job can read any job's config.gin."""
 
-from jaxrl_reason.algorithms import common, sft  # noqa: F401
+from jaxrl_reason.algorithms import (  # noqa: F401
+    common,
+    self_improve,  # noqa: F401
+    sft,
+    star,  # noqa: F401
+)
 from jaxrl_reason.data import addition, gsm8k  # noqa: F401
 from jaxrl_reason.sampling import sampler  # noqa: F401
 from jaxrl_reason.training import checkpoints, optim, trainer  # noqa: F401
-from jaxrl_reason.algorithms import star  # noqa: F401
-from jaxrl_reason.algorithms import self_improve  # noqa: F401

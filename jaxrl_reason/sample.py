@@ -1,4 +1,6 @@
-"""Prints completions from a checkpoint: python -m jaxrl_reason.sample --workdir=DIR --prompt='12+34'
+"""Prints completions from a checkpoint.
+
+    python -m jaxrl_reason.sample --workdir=DIR [--prompt='12+34\n']
 
 With --prompt, samples that text; otherwise samples problems of the configured task and shows
 the checker's verdict next to each completion.
@@ -10,22 +12,34 @@ import os
 import gin
 from absl import flags
 
-from jaxrl_reason import cli, evaluate
+from jaxrl_reason import (
+    cli,
+    evaluate,
+    registry,  # noqa: F401  (registers every configurable with gin)
+)
 from jaxrl_reason.algorithms import common, evaluation
-from jaxrl_reason import registry  # noqa: F401  (registers every configurable with gin)
 from jaxrl_reason.data.batching import decode_completions, encode_prompt
 from jaxrl_reason.data.tasks import Task
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
 
-flags.DEFINE_multi_string("prompt", [], "Prompt text(s); '\\n' is unescaped. Default: task problems.")
+flags.DEFINE_multi_string(
+    "prompt", [], "Prompt text(s); '\\n' is unescaped. Default: task problems."
+)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 
 
 @gin.configurable(denylist=["workdir"])
-def sample(workdir: str, task: Task | None = None, num_problems: int = 8, seed: int = 0,
-           sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=96)) -> None:
+def sample(
+    workdir: str,
+    task: Task | None = None,
+    num_problems: int = 8,
+    seed: int = 0,
+    temperature: float = 0.0,
+    max_new_tokens: int = 128,
+) -> None:
     """Restores params from workdir/checkpoints and prints completions."""
+    sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     s = common.build(1)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     restored = ckpt.restore(s.trainer.abstract_state, flags.FLAGS.step)
@@ -35,8 +49,9 @@ def sample(workdir: str, task: Task | None = None, num_problems: int = 8, seed: 
     if flags.FLAGS.prompt:
         prompts = [p.replace("\\n", "\n") for p in flags.FLAGS.prompt]
         out = s.sampler.generate(params, [encode_prompt(s.tok, p) for p in prompts], sampling, seed)
-        for i, text in zip(out.prompt_index, decode_completions(s.tok, out.tokens, out.lengths),
-                           strict=True):
+        for i, text in zip(
+            out.prompt_index, decode_completions(s.tok, out.tokens, out.lengths), strict=True
+        ):
             print(f"--- prompt: {prompts[i]!r}\n{text}")
         return
     task = task or evaluate._run_task()

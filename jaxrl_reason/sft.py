@@ -1,8 +1,13 @@
-"""Supervised fine-tuning job: python -m jaxrl_reason.sft --gin_file=configs/sft_addition.gin --workdir=DIR"""
+"""Supervised fine-tuning job.
 
-from jaxrl_reason import cli
+    python -m jaxrl_reason.sft --gin_file=configs/sft_addition.gin --workdir=DIR
+"""
+
+from jaxrl_reason import (
+    cli,
+    registry,  # noqa: F401  (registers every configurable with gin)
+)
 from jaxrl_reason.algorithms import sft
-from jaxrl_reason import registry  # noqa: F401  (registers every configurable with gin)
 
 
 def main() -> None:

@@ -6,8 +6,10 @@ addition with a tiny model on CPU (minutes). Re-running on the same workdir resu
 
 import os
 
-from jaxrl_reason import cli
-from jaxrl_reason import registry  # noqa: F401  (registers every configurable with gin)
+from jaxrl_reason import (
+    cli,
+    registry,  # noqa: F401  (registers every configurable with gin)
+)
 from jaxrl_reason.algorithms import star
 
 

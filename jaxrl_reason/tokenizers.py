@@ -46,7 +46,9 @@ class CharTokenizer:
         try:
             return [self._ids[c] for c in text]
         except KeyError as e:
-            raise ValueError(f"CharTokenizer: character {e.args[0]!r} is not in the alphabet") from e
+            raise ValueError(
+                f"CharTokenizer: character {e.args[0]!r} is not in the alphabet"
+            ) from e
 
     def decode(self, ids: Iterable[int]) -> str:
         out = []
@@ -71,7 +73,9 @@ class SentencePieceTokenizer:
             )
         self._sp = spm.SentencePieceProcessor(model_file=model_path)
         self.pad_id, self.bos_id, self.eos_id = (
-            self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id()
+            self._sp.pad_id(),
+            self._sp.bos_id(),
+            self._sp.eos_id(),
         )
         self.vocab_size = self._sp.get_piece_size()
 
@@ -87,7 +91,10 @@ class SentencePieceTokenizer:
             vocab_size=vocab_size,
             model_type=model_type,
             byte_fallback=True,
-            pad_id=0, bos_id=1, eos_id=2, unk_id=3,
+            pad_id=0,
+            bos_id=1,
+            eos_id=2,
+            unk_id=3,
             character_coverage=1.0,
             hard_vocab_limit=False,
             minloglevel=2,

@@ -47,8 +47,12 @@ class ScriptedSampler:
         for i, t in enumerate(texts):
             tokens[i, : len(t) + 1] = [*self.tok.encode(t), self.tok.eos_id]
         lengths = np.array([len(t) + 1 for t in texts])
-        return Samples(tokens, np.zeros(tokens.shape, np.float32), lengths,
-                       np.repeat(np.arange(len(prompts)), cfg.n))
+        return Samples(
+            tokens,
+            np.zeros(tokens.shape, np.float32),
+            lengths,
+            np.repeat(np.arange(len(prompts)), cfg.n),
+        )
 
 
 @pytest.mark.parametrize("rationalize", [True, False])
@@ -97,10 +101,23 @@ def _final_params(workdir):
 def _run(workdir, **overrides):
     gin.clear_config()
     gin.parse_config(TINY)
-    kwargs = dict(task=AdditionTask(1, 2), seed_task=AdditionTask(1, 1), num_seed_examples=16,
-                  base_steps=4, iterations=2, num_problems=16, first_steps=3, steps_add=1,
-                  batch_size=8, max_len=48, max_new_tokens=24, eval_per_difficulty=4,
-                  difficulties=(1, 2), temperature=1.0, ckpt_every=2)
+    kwargs = dict(
+        task=AdditionTask(1, 2),
+        seed_task=AdditionTask(1, 1),
+        num_seed_examples=16,
+        base_steps=4,
+        iterations=2,
+        num_problems=16,
+        first_steps=3,
+        steps_add=1,
+        batch_size=8,
+        max_len=48,
+        max_new_tokens=24,
+        eval_per_difficulty=4,
+        difficulties=(1, 2),
+        temperature=1.0,
+        ckpt_every=2,
+    )
     kwargs.update(overrides)
     return star.star(str(workdir), **kwargs)
 
@@ -117,14 +134,22 @@ def test_star_restarts_from_base_and_writes_its_outputs(tmp_path, monkeypatch):
     history = _run(tmp_path)
     assert [r["iteration"] for r in history] == [0, 1, 2]
     base = starts[0]
-    after_base = jax.device_get(star.Checkpointer(str(tmp_path / "base")).restore(
-        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), base[2]))[0])
+    after_base = jax.device_get(
+        star.Checkpointer(str(tmp_path / "base")).restore(
+            jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), base[2])
+        )[0]
+    )
     for desc, step, params in starts[1:]:  # every iteration starts at step 0 from the base
         assert step == 0, desc
         for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(after_base), strict=True):
             np.testing.assert_array_equal(x, y)
-    for name in ("metrics.jsonl", "train_metrics.jsonl", "accuracy.png",
-                 "iteration_001/kept.jsonl", "iteration_002/samples.txt"):
+    for name in (
+        "metrics.jsonl",
+        "train_metrics.jsonl",
+        "accuracy.png",
+        "iteration_001/kept.jsonl",
+        "iteration_002/samples.txt",
+    ):
         assert (tmp_path / name).exists(), name
     rows = [json.loads(x) for x in (tmp_path / "iteration_001/kept.jsonl").read_text().splitlines()]
     assert all(" H" not in r["prompt"] for r in rows)
@@ -175,6 +200,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     step_a, a = _final_params(tmp_path / "full")
     step_b, b = _final_params(tmp_path / "cut")
     assert step_a == step_b
-    for x, y in zip(jax.tree.leaves(a["state"]["params"]), jax.tree.leaves(b["state"]["params"]),
-                    strict=True):
+    for x, y in zip(
+        jax.tree.leaves(a["state"]["params"]), jax.tree.leaves(b["state"]["params"]), strict=True
+    ):
         np.testing.assert_array_equal(x, y)

@@ -37,10 +37,12 @@ def rollouts(
     per_chunk = max(1, chunk // cfg.n)
     for start in range(0, len(problems), per_chunk):
         probs = problems[start : start + per_chunk]
-        prompts = [task.prompt(p, h) for p, h in zip(probs, hints[start : start + per_chunk],
-                                                      strict=True)]
-        samples = sampler.generate(params, [encode_prompt(tok, p) for p in prompts], cfg,
-                                   seed=seed * 7919 + start)
+        prompts = [
+            task.prompt(p, h) for p, h in zip(probs, hints[start : start + per_chunk], strict=True)
+        ]
+        samples = sampler.generate(
+            params, [encode_prompt(tok, p) for p in prompts], cfg, seed=seed * 7919 + start
+        )
         texts = decode_completions(tok, samples.tokens, samples.lengths)
         for i, text in zip(samples.prompt_index, texts, strict=True):
             out.append(Rollout(probs[i], prompts[i], text, task.check(probs[i], text)))

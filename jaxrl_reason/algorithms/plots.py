@@ -19,8 +19,12 @@ def accuracy_plot(history: list[dict], path: str, x: str = "iteration", title: s
     """One line per difficulty: exact-match accuracy against `x`. Written atomically."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for k in _difficulties(history):
-        ax.plot([r[x] for r in history], [r.get(k, float("nan")) for r in history], marker="o",
-                label=f"{k.split('/')[1]} digits")
+        ax.plot(
+            [r[x] for r in history],
+            [r.get(k, float("nan")) for r in history],
+            marker="o",
+            label=f"{k.split('/')[1]} digits",
+        )
     ax.set_xlabel(x)
     ax.set_ylabel("exact match")
     ax.set_ylim(-0.02, 1.02)
@@ -34,8 +38,11 @@ def accuracy_plot(history: list[dict], path: str, x: str = "iteration", title: s
     os.replace(tmp, path)
 
 
-def table(history: list[dict], x: str = "iteration",
-          extra: tuple[str, ...] = ("kept", "rationalized", "steps", "seconds")) -> str:
+def table(
+    history: list[dict],
+    x: str = "iteration",
+    extra: tuple[str, ...] = ("kept", "rationalized", "steps", "seconds"),
+) -> str:
     """A fixed-width table: one row per round, accuracy per difficulty and bookkeeping columns."""
     diffs = _difficulties(history)
     cols = [x, *diffs, "acc", *[c for c in extra if any(c in r for r in history)]]

@@ -34,8 +34,10 @@ def sft(
 ) -> dict[str, float]:
     """Trains `steps` steps on `num_examples` training problems; resumes from workdir."""
     s = common.build(steps)
-    pairs = [(task.prompt(p), task.target(p))
-             for p in itertools.islice(task.problems("train", seed), num_examples)]
+    pairs = [
+        (task.prompt(p), task.target(p))
+        for p in itertools.islice(task.problems("train", seed), num_examples)
+    ]
     data = ExampleStream(s.tok, pairs, batch_size, max_len, seed)
     test = list(itertools.islice(task.problems("test", seed), eval_problems))
     greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
@@ -51,8 +53,19 @@ def sft(
         state, extra = restored
         data.set_state(extra["data"])
     writer = MetricWriter(workdir, resume_step=ckpt.latest_step())
-    state = fit(s.trainer, state, data, steps, ckpt=ckpt, writer=writer, ckpt_every=ckpt_every,
-                log_every=log_every, eval_every=eval_every, eval_fn=eval_fn, desc="sft")
+    state = fit(
+        s.trainer,
+        state,
+        data,
+        steps,
+        ckpt=ckpt,
+        writer=writer,
+        ckpt_every=ckpt_every,
+        log_every=log_every,
+        eval_every=eval_every,
+        eval_fn=eval_fn,
+        desc="sft",
+    )
     final = eval_fn(state)
     ckpt.close()
     writer.close()

@@ -48,8 +48,15 @@ class Collected:
     samples: list[evaluation.Rollout]
 
 
-def collect(s: common.Setup, params, task: Task, problems: list[Problem], cfg: SamplingConfig,
-            rationalize: bool, seed: int) -> Collected:
+def collect(
+    s: common.Setup,
+    params,
+    task: Task,
+    problems: list[Problem],
+    cfg: SamplingConfig,
+    rationalize: bool,
+    seed: int,
+) -> Collected:
     """Steps 1-3 of an iteration: sample, filter by the checker, rationalize the failures."""
     results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, cfg, seed)
     pairs: dict[int, tuple[str, str]] = {}
@@ -62,8 +69,15 @@ def collect(s: common.Setup, params, task: Task, problems: list[Problem], cfg: S
     rationalized = 0
     if rationalize and failed:
         hinted = evaluation.rollouts(
-            s.sampler, params, task, s.tok, [problems[p] for p in failed], cfg, seed + 1,
-            hints=[problems[p].answer for p in failed])
+            s.sampler,
+            params,
+            task,
+            s.tok,
+            [problems[p] for p in failed],
+            cfg,
+            seed + 1,
+            hints=[problems[p].answer for p in failed],
+        )
         for i, r in enumerate(hinted):
             p = failed[i // cfg.n]
             if r.check.correct and p not in pairs:
@@ -86,30 +100,42 @@ def _load_pairs(path: str) -> list[tuple[str, str]]:
 
 
 @gin.configurable(denylist=["workdir", "steps"])
-def direct_baseline(workdir: str, steps: int, task: Task = gin.REQUIRED, num_problems: int = 3000, batch_size: int = 64, max_len: int = 128,
-                    eval_per_difficulty: int = 100, difficulties: tuple[int, ...] = (1, 2, 3, 4, 5),
-                    seed: int = 0) -> list[dict]:
+def direct_baseline(
+    workdir: str,
+    steps: int,
+    task: Task = gin.REQUIRED,
+    num_problems: int = 3000,
+    batch_size: int = 64,
+    max_len: int = 128,
+    eval_per_difficulty: int = 100,
+    difficulties: tuple[int, ...] = (1, 2, 3, 4, 5),
+    seed: int = 0,
+) -> list[dict]:
     """The paper's comparison: fine-tune straight on (question, gold answer) with no rationale,
     on the same problems and the same step budget as a STaR run. Bind `task` to a task whose
     targets carry no rationale (e.g. AdditionTask.scratchpad = False)."""
     s = common.build(steps)
     pool = list(itertools.islice(task.problems("train", seed), num_problems))
-    data = ExampleStream(s.tok, [(task.prompt(p), task.target(p)) for p in pool], batch_size,
-                         max_len, seed)
+    data = ExampleStream(
+        s.tok, [(task.prompt(p), task.target(p)) for p in pool], batch_size, max_len, seed
+    )
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     state = s.trainer.init(seed)
     if (restored := ckpt.restore(s.trainer.abstract_state)) is not None:
         state = restored[0]
         data.set_state(restored[1]["data"])
     train_writer = MetricWriter(workdir, ckpt.latest_step(), filename="train_metrics.jsonl")
-    state = fit(s.trainer, state, data, steps, ckpt=ckpt, writer=train_writer, ckpt_every=200,
-                desc="direct")
+    state = fit(
+        s.trainer, state, data, steps, ckpt=ckpt, writer=train_writer, ckpt_every=200, desc="direct"
+    )
     ckpt.close()
-    problems = [p for d in difficulties
-                for p in task.problems_of_length(d, eval_per_difficulty, seed)]
+    problems = [
+        p for d in difficulties for p in task.problems_of_length(d, eval_per_difficulty, seed)
+    ]
     greedy = SamplingConfig(max_new_tokens=16, temperature=0.0)
     acc = evaluation.accuracy_by_difficulty(
-        evaluation.rollouts(s.sampler, state["params"], task, s.tok, problems, greedy))
+        evaluation.rollouts(s.sampler, state["params"], task, s.tok, problems, greedy)
+    )
     history = [MetricWriter(workdir, None, key="iteration").write(0, {**acc, "steps": steps})]
     print(plots.table(history))
     return history
@@ -144,8 +170,10 @@ def star(
 
     mode="direct" runs `direct_baseline` instead, with the same total step budget."""
     t_start = time.time()
-    schedule = [steps_for_iteration(n, first_steps, steps_add, steps_growth)
-                for n in range(1, iterations + 1)]
+    schedule = [
+        steps_for_iteration(n, first_steps, steps_add, steps_growth)
+        for n in range(1, iterations + 1)
+    ]
     if mode == "direct":
         return direct_baseline(workdir, steps=base_steps + sum(schedule), seed=seed)
     if mode != "star":
@@ -155,8 +183,9 @@ def star(
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     base_ckpt = Checkpointer(os.path.join(workdir, "base"), max_to_keep=1)
     train_writer = MetricWriter(workdir, ckpt.latest_step(), filename="train_metrics.jsonl")
-    sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                              n=samples_per_problem)
+    sampling = SamplingConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, n=samples_per_problem
+    )
     greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     eval_sets = {d: task.problems_of_length(d, eval_per_difficulty, seed) for d in difficulties}
     pool = list(itertools.islice(task.problems("train", seed), num_problems))
@@ -164,7 +193,8 @@ def star(
     def evaluate(params) -> dict[str, float]:
         problems = [p for d in difficulties for p in eval_sets[d]]
         return evaluation.accuracy_by_difficulty(
-            evaluation.rollouts(s.sampler, params, task, s.tok, problems, greedy))
+            evaluation.rollouts(s.sampler, params, task, s.tok, problems, greedy)
+        )
 
     # ---- base model: SFT on the seed rationales (short problems only) ---------------------
     state = s.trainer.init(seed)
@@ -172,16 +202,30 @@ def star(
     extra = restored[1] if restored else {"iteration": 0, "data": {"index": 0}}
     if restored:
         state = restored[0]
-    seed_pairs = [(seed_task.prompt(p), seed_task.target(p))
-                  for p in itertools.islice(seed_task.problems("train", seed), num_seed_examples)]
+    seed_pairs = [
+        (seed_task.prompt(p), seed_task.target(p))
+        for p in itertools.islice(seed_task.problems("train", seed), num_seed_examples)
+    ]
     # The base also learns the rationalization format: the same seeds, shown with their hint.
-    seed_pairs += [(seed_task.prompt(p, hint=p.answer), seed_task.target(p))
-                   for p in itertools.islice(seed_task.problems("train", seed), num_seed_examples)]
+    seed_pairs += [
+        (seed_task.prompt(p, hint=p.answer), seed_task.target(p))
+        for p in itertools.islice(seed_task.problems("train", seed), num_seed_examples)
+    ]
     if extra["iteration"] == 0:
         data = ExampleStream(s.tok, seed_pairs, batch_size, max_len, seed)
         data.set_state(extra["data"])
-        state = fit(s.trainer, state, data, base_steps, ckpt=ckpt, writer=train_writer,
-                    extra={"iteration": 0}, desc="base", log_every=50, ckpt_every=ckpt_every)
+        state = fit(
+            s.trainer,
+            state,
+            data,
+            base_steps,
+            ckpt=ckpt,
+            writer=train_writer,
+            extra={"iteration": 0},
+            desc="base",
+            log_every=50,
+            ckpt_every=ckpt_every,
+        )
         ckpt.wait()
         extra = {"iteration": 1, "data": {"index": 0}, "fresh": True}
     if base_ckpt.latest_step() is None:
@@ -192,11 +236,23 @@ def star(
     writer = MetricWriter(workdir, extra["iteration"] - 1, key="iteration")
     history = [r for r in read_metrics(workdir) if r["iteration"] < extra["iteration"]]
     if not history:
-        history.append(writer.write(0, {**evaluate(base_params), "kept": 0, "rationalized": 0,
-                                        "steps": base_steps, "seconds": time.time() - t_start}))
+        history.append(
+            writer.write(
+                0,
+                {
+                    **evaluate(base_params),
+                    "kept": 0,
+                    "rationalized": 0,
+                    "steps": base_steps,
+                    "seconds": time.time() - t_start,
+                },
+            )
+        )
     # ---- outer iterations ---------------------------------------------------------------
     n = extra["iteration"]
-    mid_iteration = restored is not None and not extra.get("fresh") and extra.get("phase") == "train"
+    mid_iteration = (
+        restored is not None and not extra.get("fresh") and extra.get("phase") == "train"
+    )
     while n <= iterations:
         t0 = time.time()
         kept_path = os.path.join(workdir, f"iteration_{n:03d}", "kept.jsonl")
@@ -204,7 +260,9 @@ def star(
             pairs, info = _load_pairs(kept_path), json.load(open(kept_path + ".info"))
         else:
             problems = random.Random(f"star-{seed}-{n}").sample(pool, len(pool))
-            got = collect(s, state["params"], task, problems, sampling, rationalize, seed * 1000 + n)
+            got = collect(
+                s, state["params"], task, problems, sampling, rationalize, seed * 1000 + n
+            )
             pairs, info = got.pairs, {"kept": got.kept, "rationalized": got.rationalized}
             _save_pairs(kept_path, pairs)
             json.dump(info, open(kept_path + ".info", "w"))
@@ -215,19 +273,42 @@ def star(
             data = ExampleStream(s.tok, pairs, batch_size, max_len, seed + n)
             if mid_iteration:
                 data.set_state(extra["data"])
-            state = fit(s.trainer, state, data, schedule[n - 1], ckpt=ckpt, writer=train_writer,
-                        step_offset=offsets[n - 1], extra={"iteration": n, "phase": "train"},
-                        desc=f"iteration {n}", log_every=50, ckpt_every=ckpt_every)
+            state = fit(
+                s.trainer,
+                state,
+                data,
+                schedule[n - 1],
+                ckpt=ckpt,
+                writer=train_writer,
+                step_offset=offsets[n - 1],
+                extra={"iteration": n, "phase": "train"},
+                desc=f"iteration {n}",
+                log_every=50,
+                ckpt_every=ckpt_every,
+            )
         else:
-            logging.warning("STaR iteration %d: no sample was correct, nothing to train on; train "
-                            "the base longer (star.base_steps) or raise star.temperature", n)
+            logging.warning(
+                "STaR iteration %d: no sample was correct, nothing to train on; train "
+                "the base longer (star.base_steps) or raise star.temperature",
+                n,
+            )
         ckpt.wait()
-        rec = writer.write(n, {**evaluate(state["params"]), **info, "steps": schedule[n - 1],
-                               "seconds": time.time() - t0})
+        rec = writer.write(
+            n,
+            {
+                **evaluate(state["params"]),
+                **info,
+                "steps": schedule[n - 1],
+                "seconds": time.time() - t0,
+            },
+        )
         history.append(rec)
         plots.accuracy_plot(history, os.path.join(workdir, "accuracy.png"), x="iteration")
-        print(f"iteration {n}: " + " ".join(f"{k}={v:.3f}" for k, v in rec.items()
-                                            if k.startswith("acc")), flush=True)
+        print(
+            f"iteration {n}: "
+            + " ".join(f"{k}={v:.3f}" for k, v in rec.items() if k.startswith("acc")),
+            flush=True,
+        )
         mid_iteration = False
         n += 1
     ckpt.close()
@@ -243,5 +324,7 @@ def _write_samples(path: str, samples: list[evaluation.Rollout], limit: int = 50
     """A few rollouts, verdict first, for a person to read."""
     with open(path, "w") as f:
         for r in samples[:limit]:
-            f.write(f"### {'CORRECT' if r.check.correct else 'WRONG'} (gold {r.problem.answer}) "
-                    f"steps={r.check.steps}\n{r.prompt}{r.completion}\n")
+            f.write(
+                f"### {'CORRECT' if r.check.correct else 'WRONG'} (gold {r.problem.answer}) "
+                f"steps={r.check.steps}\n{r.prompt}{r.completion}\n"
+            )

@@ -60,8 +60,16 @@ class ExampleStream:
     on short arrays: sequence length is rounded up to `len_bucket` per batch). The state is
     just the batch index, so a resumed stream yields exactly an uninterrupted one's batches."""
 
-    def __init__(self, tok: Tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int,
-                 max_len: int, seed: int = 0, len_bucket: int = 16, group: int = 8):
+    def __init__(
+        self,
+        tok: Tokenizer,
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int,
+        max_len: int,
+        seed: int = 0,
+        len_bucket: int = 16,
+        group: int = 8,
+    ):
         if not pairs:
             raise ValueError("ExampleStream: no examples to train on")
         self.tok, self.pairs, self.batch_size = tok, list(pairs), batch_size
@@ -69,7 +77,8 @@ class ExampleStream:
         self.index = 0
         self._epoch: tuple[int, list[np.ndarray]] | None = None
         self._lengths = np.array(
-            [len(encode_prompt(tok, p)) + len(tok.encode(c)) + 1 for p, c in self.pairs])
+            [len(encode_prompt(tok, p)) + len(tok.encode(c)) + 1 for p, c in self.pairs]
+        )
         self.batches_per_epoch = max(1, len(self.pairs) // batch_size)
 
     def get_state(self) -> dict:
@@ -89,7 +98,9 @@ class ExampleStream:
             for start in range(0, self.batches_per_epoch * self.batch_size, chunk):
                 part = order[start : min(start + chunk, self.batches_per_epoch * self.batch_size)]
                 part = part[np.argsort(self._lengths[part], kind="stable")]
-                batches += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+                batches += [
+                    part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)
+                ]
             self._epoch = (epoch, [batches[i] for i in rng.permutation(len(batches))])
         return self._epoch[1]
 
@@ -97,7 +108,9 @@ class ExampleStream:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        idx = self._batches(self.index // self.batches_per_epoch)[self.index % self.batches_per_epoch]
+        idx = self._batches(self.index // self.batches_per_epoch)[
+            self.index % self.batches_per_epoch
+        ]
         self.index += 1
         longest = int(self._lengths[idx].max())
         seq_len = min(_round_up(longest, self.len_bucket), self.max_len)

@@ -48,11 +48,14 @@ class ModelConfig:
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
-                f"ModelConfig.n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}"
+                f"ModelConfig.n_heads={self.n_heads} must be a multiple of "
+                f"n_kv_heads={self.n_kv_heads}"
             )
         if self.position_encoding not in ("rope", "none"):
-            raise ValueError(f"ModelConfig.position_encoding must be 'rope' or 'none', "
-                             f"got {self.position_encoding!r}")
+            raise ValueError(
+                f"ModelConfig.position_encoding must be 'rope' or 'none', "
+                f"got {self.position_encoding!r}"
+            )
 
     def num_params(self) -> int:
         attn = self.d_model * self.head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
@@ -92,13 +95,16 @@ class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
         s = cfg.d_model**-0.5
-        self.wq = _param(rngs, (cfg.d_model, cfg.n_heads, cfg.head_dim), ("embed", "heads", "kv"), cfg, s)
+        self.wq = _param(
+            rngs, (cfg.d_model, cfg.n_heads, cfg.head_dim), ("embed", "heads", "kv"), cfg, s
+        )
         kv_shape = (cfg.d_model, cfg.n_kv_heads, cfg.head_dim)
         self.wk = _param(rngs, kv_shape, ("embed", "kv_heads", "kv"), cfg, s)
         self.wv = _param(rngs, kv_shape, ("embed", "kv_heads", "kv"), cfg, s)
         o_scale = (cfg.n_heads * cfg.head_dim) ** -0.5 / (2 * cfg.n_layers) ** 0.5
-        self.wo = _param(rngs, (cfg.n_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), cfg,
-                         o_scale)
+        self.wo = _param(
+            rngs, (cfg.n_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), cfg, o_scale
+        )
 
     def __call__(self, x, positions, mask, kv_cache, index):
         """x [B,S,E]; mask [B,S,T] over the T key slots; kv_cache (k, v) [B,K,T,D] or None."""
@@ -129,8 +135,13 @@ class MLP(nnx.Module):
         s = cfg.d_model**-0.5
         self.w_gate = _param(rngs, (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, s)
         self.w_up = _param(rngs, (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, s)
-        self.w_down = _param(rngs, (cfg.d_ff, cfg.d_model), ("mlp", "embed"), cfg,
-                             cfg.d_ff**-0.5 / (2 * cfg.n_layers) ** 0.5)
+        self.w_down = _param(
+            rngs,
+            (cfg.d_ff, cfg.d_model),
+            ("mlp", "embed"),
+            cfg,
+            cfg.d_ff**-0.5 / (2 * cfg.n_layers) ** 0.5,
+        )
 
     def __call__(self, x):
         dt = self.dtype
@@ -158,17 +169,22 @@ class Transformer(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg,
-                            cfg.d_model**-0.5)
+        self.embed = _param(
+            rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg, cfg.d_model**-0.5
+        )
         self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
         self.final_norm = RMSNorm(cfg)
         self.lm_head = (
-            None if cfg.tie_embeddings
-            else _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg, cfg.d_model**-0.5)
+            None
+            if cfg.tie_embeddings
+            else _param(
+                rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg, cfg.d_model**-0.5
+            )
         )
         self.value_head = (
             _param(rngs, (cfg.d_model, 1), ("embed", None), cfg, cfg.d_model**-0.5)
-            if cfg.value_head else None
+            if cfg.value_head
+            else None
         )
 
     def __call__(
@@ -235,8 +251,6 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: str | None = No
         "index": jnp.zeros((), jnp.int32),
         "valid": jnp.zeros((batch, length), bool),
     }
-
-
 
 
 def create_model(cfg: ModelConfig, seed: int = 0) -> Transformer:

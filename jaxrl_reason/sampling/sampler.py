@@ -68,8 +68,11 @@ def choose_tokens(logits, key, temperature, *, top_k: int, top_p: float, greedy:
             sorted_logits = jnp.take_along_axis(scaled, order, axis=-1)
             probs = jax.nn.softmax(sorted_logits, axis=-1)
             drop_sorted = jnp.cumsum(probs, axis=-1) - probs > top_p  # always keeps the top token
-            drop = jnp.zeros_like(drop_sorted).at[
-                jnp.arange(scaled.shape[0])[:, None], order].set(drop_sorted)
+            drop = (
+                jnp.zeros_like(drop_sorted)
+                .at[jnp.arange(scaled.shape[0])[:, None], order]
+                .set(drop_sorted)
+            )
             scaled = jnp.where(drop, -jnp.inf, scaled)
         tok = jax.random.categorical(key, scaled, axis=-1)
     return tok.astype(jnp.int32), jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
@@ -92,33 +95,57 @@ class Sampler:
         self.mesh = mesh if mesh is not None else parallel.make_mesh(devices=jax.devices()[:1])
         self.pad_id = pad_id
         self.prompt_bucket = prompt_bucket
-        self.batch_bucket = _round_up(batch_bucket, self.mesh.shape["data"] * self.mesh.shape["fsdp"])
+        self.batch_bucket = _round_up(
+            batch_bucket, self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        )
         abstract = nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0)))
         self.graphdef, abstract_params = nnx.split(abstract, nnx.Param)
         self.params_shardings = parallel.state_shardings(abstract_params, self.mesh)
         self._data = parallel.batch_sharding(self.mesh)
         self._prefill = jax.jit(
-            self._prefill_fn, static_argnames=("max_new", "top_k", "top_p", "greedy"))
+            self._prefill_fn, static_argnames=("max_new", "top_k", "top_p", "greedy")
+        )
         self._decode = jax.jit(
-            self._decode_fn, static_argnames=("max_new", "top_k", "top_p", "greedy"),
-            donate_argnums=(1,))
+            self._decode_fn,
+            static_argnames=("max_new", "top_k", "top_p", "greedy"),
+            donate_argnums=(1,),
+        )
 
     # ---- jitted pieces -------------------------------------------------------------------
-    def _prefill_fn(self, params, prompt, valid, key, temperature, *, max_new, top_k, top_p,
-                    greedy):
+    def _prefill_fn(
+        self, params, prompt, valid, key, temperature, *, max_new, top_k, top_p, greedy
+    ):
         model = nnx.merge(self.graphdef, params)
         b, p = prompt.shape
         cache = init_cache(self.cfg, b, p + max_new)
-        cache["k"] = [parallel.constrain(x, ("batch", "kv_heads", "length", "kv")) for x in cache["k"]]
-        cache["v"] = [parallel.constrain(x, ("batch", "kv_heads", "length", "kv")) for x in cache["v"]]
+        cache["k"] = [
+            parallel.constrain(x, ("batch", "kv_heads", "length", "kv")) for x in cache["k"]
+        ]
+        cache["v"] = [
+            parallel.constrain(x, ("batch", "kv_heads", "length", "kv")) for x in cache["v"]
+        ]
         positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
         logits, _, cache = model(prompt, positions, valid, cache)
-        tok, lp = choose_tokens(logits[:, -1], key, temperature, top_k=top_k, top_p=top_p,
-                                greedy=greedy)
+        tok, lp = choose_tokens(
+            logits[:, -1], key, temperature, top_k=top_k, top_p=top_p, greedy=greedy
+        )
         return cache, tok, lp, valid.sum(axis=1).astype(jnp.int32)
 
-    def _decode_fn(self, params, cache, first_tok, first_lp, next_pos, key, temperature, *,
-                   max_new, top_k, top_p, greedy):
+    def _decode_fn(
+        self,
+        params,
+        cache,
+        first_tok,
+        first_lp,
+        next_pos,
+        key,
+        temperature,
+        *,
+        max_new,
+        top_k,
+        top_p,
+        greedy,
+    ):
         model = nnx.merge(self.graphdef, params)
         b = first_tok.shape[0]
         stop = jnp.asarray(self.stop, jnp.int32)
@@ -133,10 +160,12 @@ class Sampler:
         def body(c):
             i, cache, cur, done, toks, lps, key = c
             key, sub = jax.random.split(key)
-            logits, _, cache = model(cur[:, None], (next_pos + i)[:, None],
-                                     jnp.ones((b, 1), bool), cache)
-            tok, lp = choose_tokens(logits[:, -1], sub, temperature, top_k=top_k, top_p=top_p,
-                                    greedy=greedy)
+            logits, _, cache = model(
+                cur[:, None], (next_pos + i)[:, None], jnp.ones((b, 1), bool), cache
+            )
+            tok, lp = choose_tokens(
+                logits[:, -1], sub, temperature, top_k=top_k, top_p=top_p, greedy=greedy
+            )
             tok = jnp.where(done, self.pad_id, tok)
             lp = jnp.where(done, 0.0, lp)
             toks = toks.at[:, i + 1].set(tok)
@@ -167,13 +196,15 @@ class Sampler:
         b = _round_up(n_rows, self.batch_bucket)
         p = _round_up(max(len(r) for r in rows), self.prompt_bucket)
         if p + cfg.max_new_tokens > self.cfg.max_len:
-            raise ValueError(f"prompt ({p}) + max_new_tokens ({cfg.max_new_tokens}) exceeds "
-                             f"ModelConfig.max_len={self.cfg.max_len}")
+            raise ValueError(
+                f"prompt ({p}) + max_new_tokens ({cfg.max_new_tokens}) exceeds "
+                f"ModelConfig.max_len={self.cfg.max_len}"
+            )
         tokens = np.full((b, p), self.pad_id, np.int32)
         valid = np.zeros((b, p), bool)
         for i, r in enumerate(rows):
-            tokens[i, p - len(r):] = r
-            valid[i, p - len(r):] = True
+            tokens[i, p - len(r) :] = r
+            valid[i, p - len(r) :] = True
         key = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
         k1, k2 = jax.random.split(key)
         greedy = cfg.temperature <= 0
@@ -181,13 +212,19 @@ class Sampler:
         temperature = jnp.float32(max(cfg.temperature, 1e-6))
         tokens, valid = jax.device_put((tokens, valid), self._data)
         with jax.set_mesh(self.mesh):
-            cache, tok, lp, next_pos = self._prefill(params, tokens, valid, k1, temperature, **static)
-            toks, lps, lengths, _ = self._decode(params, cache, tok, lp, next_pos, k2,
-                                                 temperature, **static)
+            cache, tok, lp, next_pos = self._prefill(
+                params, tokens, valid, k1, temperature, **static
+            )
+            toks, lps, lengths, _ = self._decode(
+                params, cache, tok, lp, next_pos, k2, temperature, **static
+            )
         toks, lps, lengths = jax.device_get((toks, lps, lengths))
-        return Samples(tokens=np.asarray(toks)[:n_rows], logprobs=np.asarray(lps)[:n_rows],
-                       lengths=np.asarray(lengths)[:n_rows],
-                       prompt_index=np.repeat(np.arange(len(prompts)), cfg.n))
+        return Samples(
+            tokens=np.asarray(toks)[:n_rows],
+            logprobs=np.asarray(lps)[:n_rows],
+            lengths=np.asarray(lengths)[:n_rows],
+            prompt_index=np.repeat(np.arange(len(prompts)), cfg.n),
+        )
 
     def generate_padded(
         self,
@@ -202,7 +239,8 @@ class Sampler:
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         p = tokens.shape[1]
-        prompts = [row[p - n:] if padding_side == "left" else row[:n]
-                   for row, n in zip(np.asarray(tokens), np.asarray(lengths), strict=True)]
+        prompts = [
+            row[p - n :] if padding_side == "left" else row[:n]
+            for row, n in zip(np.asarray(tokens), np.asarray(lengths), strict=True)
+        ]
         return self.generate(params, prompts, cfg, seed)
-

@@ -37,8 +37,15 @@ def fit(
 ) -> State:
     """Trains from state["step"] up to `num_steps`. Checkpoint ids are step_offset + step."""
     start = int(jax.device_get(state["step"]))
-    bar = tqdm(total=num_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True,
-               disable=jax.process_index() != 0, mininterval=1.0)
+    bar = tqdm(
+        total=num_steps,
+        initial=start,
+        desc=desc,
+        unit="step",
+        dynamic_ncols=True,
+        disable=jax.process_index() != 0,
+        mininterval=1.0,
+    )
     for step in range(start + 1, num_steps + 1):
         state, metrics = trainer.train_step(state, next(data))
         if step % log_every == 0 or step == num_steps:  # fetching metrics syncs: only when logging

@@ -42,5 +42,9 @@ def sft_loss(model, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, j
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
     # A sequence is exactly right when every target token is the argmax (greedy would emit it).
     seq_ok = jnp.all((correct == 1) | (mask == 0), axis=1).astype(jnp.float32)
-    return loss, {"loss": loss, "token_accuracy": (correct * mask).sum() / n,
-                  "sequence_accuracy": seq_ok.mean(), "tokens": mask.sum()}
+    return loss, {
+        "loss": loss,
+        "token_accuracy": (correct * mask).sum() / n,
+        "sequence_accuracy": seq_ok.mean(),
+        "tokens": mask.sum(),
+    }

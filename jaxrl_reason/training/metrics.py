@@ -26,8 +26,13 @@ def _scalar(v: Any) -> Any:
 class MetricWriter:
     """Appends {"step": s, **metrics} lines; mirrors numeric scalars to TensorBoard."""
 
-    def __init__(self, workdir: str, resume_step: int | None = None, key: str = "step",
-                 filename: str = "metrics.jsonl"):
+    def __init__(
+        self,
+        workdir: str,
+        resume_step: int | None = None,
+        key: str = "step",
+        filename: str = "metrics.jsonl",
+    ):
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, filename)
         self.key = key
@@ -54,7 +59,11 @@ class MetricWriter:
         os.replace(self.path + ".tmp", self.path)
 
     def write(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
-        rec = {self.key: int(step), **{k: _scalar(v) for k, v in metrics.items()}, "time": time.time()}
+        rec = {
+            self.key: int(step),
+            **{k: _scalar(v) for k, v in metrics.items()},
+            "time": time.time(),
+        }
         if jax.process_index() == 0:
             with open(self.path, "a") as f:
                 f.write(json.dumps(rec) + "\n")

@@ -22,17 +22,24 @@ def make_optimizer(
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
     if schedule == "cosine":
         lr = optax.warmup_cosine_decay_schedule(
-            0.0, learning_rate, warmup_steps, max(total_steps, warmup_steps + 1),
+            0.0,
+            learning_rate,
+            warmup_steps,
+            max(total_steps, warmup_steps + 1),
             learning_rate * final_lr_fraction,
         )
     elif schedule == "constant":
         lr = optax.join_schedules(
-            [optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
-             optax.constant_schedule(learning_rate)],
+            [
+                optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
+                optax.constant_schedule(learning_rate),
+            ],
             [warmup_steps],
         )
     else:
-        raise ValueError(f"make_optimizer.schedule must be 'cosine' or 'constant', got {schedule!r}")
+        raise ValueError(
+            f"make_optimizer.schedule must be 'cosine' or 'constant', got {schedule!r}"
+        )
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
     parts.append(optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay))
     return optax.chain(*parts)

@@ -43,24 +43,37 @@ class Trainer:
         self.loss_fn = LOSSES[self.loss]
         abstract = nnx.eval_shape(lambda: Transformer(self.model_cfg, nnx.Rngs(0)))
         self.graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-        abstract_state = jax.eval_shape(lambda p: self._fresh_state(p, jax.random.key(0)),
-                                        abstract_params)
+        abstract_state = jax.eval_shape(
+            lambda p: self._fresh_state(p, jax.random.key(0)), abstract_params
+        )
         self.state_shardings = parallel.state_shardings(abstract_state, self.mesh)
         self.params_shardings = self.state_shardings["params"]
         self.abstract_state = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            abstract_state, self.state_shardings,
+            abstract_state,
+            self.state_shardings,
         )
         self._data = parallel.batch_sharding(self.mesh)
         self._repl = parallel.replicated(self.mesh)
-        self._train = jax.jit(self._train_step, in_shardings=(self.state_shardings, self._data),
-                              out_shardings=(self.state_shardings, self._repl), donate_argnums=0)
-        self._eval = jax.jit(self._eval_step, in_shardings=(self.params_shardings, self._data),
-                             out_shardings=self._repl)
+        self._train = jax.jit(
+            self._train_step,
+            in_shardings=(self.state_shardings, self._data),
+            out_shardings=(self.state_shardings, self._repl),
+            donate_argnums=0,
+        )
+        self._eval = jax.jit(
+            self._eval_step,
+            in_shardings=(self.params_shardings, self._data),
+            out_shardings=self._repl,
+        )
 
     def _fresh_state(self, params, rng) -> State:
-        return {"params": params, "opt_state": self.tx.init(params),
-                "step": jnp.zeros((), jnp.int32), "rng": rng}
+        return {
+            "params": params,
+            "opt_state": self.tx.init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "rng": rng,
+        }
 
     def init(self, seed: int) -> State:
         """A fresh state, created directly in its sharded layout (no host-side full copy)."""
@@ -75,8 +88,7 @@ class Trainer:
     def reset_optimizer(self, state: State, params=None) -> State:
         """New optimizer state and step 0 around `params` (e.g. the base model's, for STaR)."""
         params = state["params"] if params is None else params
-        fresh = jax.jit(lambda p, r: self._fresh_state(p, r),
-                        out_shardings=self.state_shardings)
+        fresh = jax.jit(lambda p, r: self._fresh_state(p, r), out_shardings=self.state_shardings)
         with jax.set_mesh(self.mesh):
             return fresh(params, state["rng"])
 
@@ -91,15 +103,15 @@ class Trainer:
         if self.grad_accum == 1:
             (_, metrics), grads = grad_fn(state["params"], batch)
         else:
-            micro = jax.tree.map(
-                lambda x: x.reshape(self.grad_accum, -1, *x.shape[1:]), batch)
+            micro = jax.tree.map(lambda x: x.reshape(self.grad_accum, -1, *x.shape[1:]), batch)
 
             def body(acc, mb):
                 (_, m), g = grad_fn(state["params"], mb)
                 return jax.tree.map(jnp.add, acc, (g, m)), None
 
             (_, m_shape), g_shape = jax.eval_shape(
-                grad_fn, state["params"], jax.tree.map(lambda x: x[0], micro))
+                grad_fn, state["params"], jax.tree.map(lambda x: x[0], micro)
+            )
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g_shape, m_shape))
             (grads, metrics), _ = jax.lax.scan(body, zeros, micro)
             grads = jax.tree.map(lambda g: g / self.grad_accum, grads)
@@ -107,8 +119,12 @@ class Trainer:
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
-        new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
-               "rng": state["rng"]}
+        new = {
+            "params": params,
+            "opt_state": opt_state,
+            "step": state["step"] + 1,
+            "rng": state["rng"],
+        }
         return new, metrics
 
     def _eval_step(self, params, batch):
