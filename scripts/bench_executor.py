@@ -49,12 +49,12 @@ def rate(ex: Executor, code: str, runs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--workers", type=int, default=None, help="default: 2 per core")
     parser.add_argument("--runs", type=int, default=1000)
     args = parser.parse_args()
     with Executor(workers=args.workers) as ex:
         print(f"protections: {ex.protections}")
-        print(f"cores: {len(os.sched_getaffinity(0))}, workers: {args.workers}, "
+        print(f"cores: {len(os.sched_getaffinity(0))}, workers: {ex.workers}, "
               f"load average: {os.getloadavg()[0]:.2f} (other work depresses the figures)")
         for name, code in (("trivial print(1)", TRIVIAL), ("AZR-sized program", AZR_SIZED)):
             print(f"{name:>20}: {rate(ex, code, args.runs):7.1f} runs/s")

@@ -366,10 +366,13 @@ class Sandbox:
             os.close(pidfd)
         self._kill(pid)  # before reaping, so the pid cannot have been reused
         _, status, usage = os.wait4(pid, 0)
-        for fd in (out_r, err_r):
+        for fd in (out_r, err_r):  # what is left in the pipes, without waiting for more
             os.set_blocking(fd, False)
-            while reason != "output" and self._read_into(fd, bufs[fd], cap, None) is True:
-                pass
+            more = reason != "output"
+            while more:
+                more = self._read_into(fd, bufs[fd], cap, None)
+                if more is False:
+                    reason = "output"
         cpu = usage.ru_utime + usage.ru_stime
         return dict(status=_classify(reason, status, cpu, int(timeout) + 1),
                     returncode=os.waitstatus_to_exitcode(status),

@@ -129,13 +129,14 @@ class Executor:
     `memory_mb` caps the run's address space (the interpreter itself takes ~20 MB of it),
     `disk_mb` its private working directory (and the size of any file it writes),
     `max_output_bytes` each of stdout and stderr, `max_threads` the threads it may start.
-    `protections` records which layers the kernel allowed on this machine.
+    `workers` defaults to two per available core. `protections` records which layers the
+    kernel allowed on this machine.
     """
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 256,
                  max_output_bytes: int = 1 << 16, disk_mb: int = 16, max_threads: int = 16):
-        if workers is None:
-            workers = len(os.sched_getaffinity(0))
+        if workers is None:  # two per core: one's child runs while the other does its IPC
+            workers = 2 * len(os.sched_getaffinity(0))
         if workers < 1 or timeout_s <= 0 or memory_mb < 64 or max_output_bytes < 1:
             raise ValueError("need workers >= 1, timeout_s > 0, memory_mb >= 64, "
                              "max_output_bytes >= 1")
