@@ -44,6 +44,7 @@ def parse_gin(files: Sequence[str], params: Sequence[str]) -> None:
 
 def write_operative_config(workdir: str) -> None:
     """Saves the bindings actually used (gin's operative config) as workdir/config.gin."""
+    os.makedirs(workdir, exist_ok=True)
     tmp = os.path.join(workdir, "config.gin.tmp")
     with open(tmp, "w") as f:
         f.write(gin.operative_config_str())

@@ -1,13 +1,14 @@
 """Test-wide setup that must happen before jax is imported: 8 fake CPU devices, and JAX's
 persistent compilation cache so a re-run skips most compiling. Subprocesses inherit both."""
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-JAX_CACHE = REPO / ".jax_cache"
+JAX_CACHE = Path(os.environ.get("JAX_COMPILATION_CACHE_DIR", REPO / ".jax_cache"))
 
 _DEVICES_FLAG = "--xla_force_host_platform_device_count"
 if _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
@@ -16,9 +17,42 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from jaxrl_reason.models.transformer import ModelConfig, Transformer  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", str(JAX_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+# With async dispatch, a loop that never syncs queues many multi-device steps, and XLA:CPU's
+# collectives then deadlock ("Expected 8 threads to join the rendezvous") on a 2-core machine.
+jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+# One tiny model shared by the model, sampler and sharding tests, so its programs compile once.
+TINY = ModelConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
+                   d_ff=64, max_len=64, value_head=True)
+
+
+@functools.cache
+def graphdef(cfg: ModelConfig) -> nnx.GraphDef:
+    return nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))), nnx.Param)[0]
+
+
+@functools.cache
+def init_params(cfg: ModelConfig, seed: int = 0) -> nnx.State:
+    """Params (jitted init: eager init is slow on CPU). Configs that differ only in numerics,
+    positions or remat share one params pytree."""
+    init = jax.jit(lambda key: nnx.state(Transformer(cfg, nnx.Rngs(params=key)), nnx.Param))
+    return init(jax.random.key(seed))
+
+
+@functools.cache
+def _apply(cfg: ModelConfig):
+    return jax.jit(lambda params, *args, **kw: nnx.merge(graphdef(cfg), params)(*args, **kw))
+
+
+def forward(params, tokens, cfg: ModelConfig = TINY, **kw):
+    """The model's (logits, values, cache) under jit."""
+    return _apply(cfg)(params, jax.numpy.asarray(tokens), **kw)
 
 
 def job_command(module: str, workdir: Path | None, *gin_params: str,

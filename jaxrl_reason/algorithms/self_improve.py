@@ -79,7 +79,7 @@ class MixtureStream:
     newest or older pool, every row comes from the pool that has data."""
 
     def __init__(self, tok: Tokenizer, sources: Sequence[Sequence[Pair]], batch_size: int,
-                 max_len: int, seed: int = 0, newest_prob: float = 0.5, len_bucket: int = 32):
+                 max_len: int, seed: int = 0, newest_prob: float = 0.5, len_bucket: int = 8):
         if not 0.0 <= newest_prob <= 1.0:
             raise ValueError(f"newest_prob must be in [0, 1], got {newest_prob}")
         self.newest = list(sources[-1])

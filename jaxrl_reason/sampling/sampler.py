@@ -151,7 +151,7 @@ class Sampler:
         stop = jnp.asarray(self.stop, jnp.int32)
         toks = jnp.zeros((b, max_new), jnp.int32).at[:, 0].set(first_tok)
         lps = jnp.zeros((b, max_new), jnp.float32).at[:, 0].set(first_lp)
-        done = jnp.isin(first_tok, stop)
+        done = jnp.isin(first_tok, stop) | (next_pos == 0)  # bucket filler rows have no prompt
 
         def cond(c):
             i, _, _, done, _, _, _ = c

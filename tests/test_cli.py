@@ -1,0 +1,74 @@
+"""Errors a user can cause end a job with exit code 2 and one message naming the culprit.
+
+Each case is a real `python -m jaxrl_reason.<job>` subprocess; they start together (most of
+their time is importing) and each test checks one."""
+
+import subprocess
+
+import pytest
+from conftest import REPO, job_command
+
+CASES = {
+    "unknown_parameter": ("jaxrl_reason.sft", ["sft.no_such_arg = 1"], {}),
+    "unknown_configurable": ("jaxrl_reason.sft", ["NoSuchThing.steps = 1"], {}),
+    "missing_gin_file": ("jaxrl_reason.sft", [], {"gin_file": "configs/no_such_config.gin"}),
+    "missing_gsm8k_dir": ("jaxrl_reason.sft", ["sft.task = @Gsm8kTask()",
+                                               "Gsm8kTask.manual_dir = '{tmp}/no_gsm8k_here'",
+                                               "Gsm8kTask.data_dir = '{tmp}/tfds'"], {}),
+    "mesh_does_not_divide": ("jaxrl_reason.sft", ["make_mesh.data = 3"], {}),
+    "sample_without_checkpoint": ("jaxrl_reason.sample", [], {}),
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    procs = {}
+    for name, (module, params, kw) in CASES.items():
+        cmd = job_command(module, tmp / name, *(p.format(tmp=tmp) for p in params), **kw)
+        procs[name] = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=180)
+        out[name] = (proc.returncode, stdout + stderr, tmp)
+    return out
+
+
+def error_line(result) -> str:
+    rc, output, _ = result
+    assert rc == 2, output
+    assert "Traceback" not in output, output
+    lines = [ln for ln in output.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_unknown_gin_parameter(results):
+    line = error_line(results["unknown_parameter"])
+    assert "no_such_arg" in line and "bad gin config" in line
+
+
+def test_unknown_gin_configurable(results):
+    assert "NoSuchThing" in error_line(results["unknown_configurable"])
+
+
+def test_missing_gin_file(results):
+    line = error_line(results["missing_gin_file"])
+    assert "configs/no_such_config.gin" in line and "no such file" in line
+
+
+def test_missing_gsm8k_manual_dir(results):
+    line = error_line(results["missing_gsm8k_dir"])
+    tmp = results["missing_gsm8k_dir"][2]
+    assert f"{tmp}/no_gsm8k_here" in line and "train.jsonl" in line
+    assert "Gsm8kTask.manual_dir" in line  # says how to fix it
+
+
+def test_mesh_that_does_not_divide_the_devices(results):
+    line = error_line(results["mesh_does_not_divide"])
+    assert "make_mesh" in line and "8 devices" in line
+
+
+def test_sample_without_a_checkpoint(results):
+    assert "no checkpoint" in error_line(results["sample_without_checkpoint"])

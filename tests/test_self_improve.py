@@ -1,0 +1,220 @@
+"""Self-improvement: the label filters, the newest-round mixture, and the round loop end to end
+(outputs, baseline switch, resume after an interruption) on a tiny budget."""
+
+import json
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+from jaxrl_reason.algorithms import common
+from jaxrl_reason.algorithms import self_improve as si
+from jaxrl_reason.data.addition import AdditionTask
+from jaxrl_reason.sampling.sampler import Samples, SamplingConfig
+from jaxrl_reason.tokenizers import CharTokenizer
+
+TINY = """
+ModelConfig.d_model = 32
+ModelConfig.n_layers = 1
+ModelConfig.n_heads = 2
+ModelConfig.n_kv_heads = 1
+ModelConfig.head_dim = 16
+ModelConfig.d_ff = 64
+ModelConfig.max_len = 64
+ModelConfig.position_encoding = "none"
+make_optimizer.schedule = "constant"
+make_optimizer.warmup_steps = 1
+compilation_cache.directory = None
+"""
+
+
+# ---- filters on hand-made label sets -------------------------------------------------------
+def test_majority_vote_needs_threshold_identical_outputs():
+    outputs = [["A:1\n", "A:1\n", "A:2\n"], ["A:3\n", None, "A:4\n"], [None, None, None],
+               ["A:5\n", "A:6\n", "A:6\n"]]
+    assert si.majority_vote(outputs, threshold=2) == ["A:1\n", None, None, "A:6\n"]
+    assert si.majority_vote(outputs, threshold=3) == [None, None, None, None]
+    # threshold 1 keeps any output; a tie goes to the output seen first
+    assert si.majority_vote(outputs, threshold=1) == ["A:1\n", "A:3\n", None, "A:6\n"]
+
+
+def test_length_filter_drops_labels_shorter_than_the_longest():
+    lengths = [5, 4, 3, None, 5]
+    assert si.length_filter(lengths) == [True, False, False, False, True]
+    assert si.length_filter(lengths, slack=1) == [True, True, False, False, True]
+    assert si.length_filter([None, None]) == [False, False]
+
+
+class CannedSampler:
+    """Returns fixed completions per prompt, one list per model call (called once per model)."""
+
+    def __init__(self, tok, per_call):
+        self.tok, self.per_call, self.calls = tok, per_call, 0
+
+    def generate(self, params, prompts, cfg, seed=0):
+        table = self.per_call[self.calls]
+        self.calls += 1
+        texts = [t for ids in prompts for t in table[self.tok.decode(ids[1:])][: cfg.n]]
+        width = cfg.max_new_tokens
+        tokens = np.zeros((len(texts), width), np.int32)
+        lengths = []
+        for i, t in enumerate(texts):
+            ids = self.tok.encode(t)
+            if len(ids) < width:  # finished: the stop token follows
+                ids = [*ids, self.tok.eos_id]
+            ids = ids[:width]
+            tokens[i, : len(ids)] = ids
+            lengths.append(len(ids))
+        return Samples(tokens, np.zeros(tokens.shape, np.float32), np.array(lengths),
+                       np.repeat(np.arange(len(prompts)), cfg.n))
+
+
+def test_self_label_votes_across_models_then_filters_by_length():
+    task, tok = AdditionTask(1, 4, scratchpad=False, reverse=True), CharTokenizer()
+    problems = [task.problem(a, b) for a, b in [(999, 1), (123, 456), (500, 500), (321, 111)]]
+    prompts = [task.prompt(p) for p in problems]  # sums: 1000, 579, 1000, 432
+    model_a = {prompts[0]: ["A:0001\n"], prompts[1]: ["A:975\n"], prompts[2]: ["A:001\n"],
+               prompts[3]: ["A:234\n"]}
+    model_b = {prompts[0]: ["A:0001\n"], prompts[1]: ["A:975\n"], prompts[2]: ["A:001\n"],
+               prompts[3]: ["A:2345555555555555\n"]}  # never stops: not a candidate
+    model_c = {prompts[0]: ["A:0001\n"], prompts[1]: ["A:97\n"], prompts[2]: ["A:0001\n"],
+               prompts[3]: ["A:234\n"]}
+    s = common.Setup(tok, None, None, CannedSampler(tok, [model_a, model_b, model_c]))
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0.0)
+    kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, seed=0, vote_threshold=2,
+                                filter_length=True, length_slack=0)
+    # votes: "0001" (3/3), "975" (2/3), "001" (2/3, wrong), "234" (2/3, the unfinished one
+    # is no vote); the longest voted answer has 4 digits, so slack 0 keeps only 4-digit ones
+    assert kept == [(prompts[0], "A:0001\n")]
+    assert stats == {"labeled": 4, "voted": 4, "kept": 1, "precision": 1.0,
+                     "precision_unfiltered": 0.75}
+    s.sampler.calls = 0
+    kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, seed=0, vote_threshold=2,
+                                filter_length=True, length_slack=1)
+    assert [c for _, c in kept] == ["A:0001\n", "A:975\n", "A:001\n", "A:234\n"]
+    assert stats["precision"] == 0.75  # the checker's verdict is reported, never used
+    s.sampler.calls = 0
+    kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, seed=0, vote_threshold=3,
+                                filter_length=False, length_slack=0)
+    assert kept == [(prompts[0], "A:0001\n")] and stats["voted"] == 1
+
+
+# ---- the mixture stream --------------------------------------------------------------------
+def _tagged(tag, n):
+    return [(f"{tag}{i}+0\n", f"A:{i}\n") for i in range(n)]
+
+
+def test_mixture_draws_newest_half_the_time_and_older_uniformly():
+    tok = CharTokenizer()
+    older_a, older_b, newest = _tagged("1", 100), _tagged("2", 50), _tagged("3", 30)
+    stream = si.MixtureStream(tok, [older_a, older_b, newest], 64, 32, seed=0, newest_prob=0.5)
+    rows = [p for i in range(200) for p, _ in stream.rows(i)]
+    share = {t: sum(p.startswith(t) for p in rows) / len(rows) for t in "123"}
+    assert abs(share["3"] - 0.5) < 0.02
+    assert abs(share["1"] / (share["1"] + share["2"]) - 100 / 150) < 0.03  # uniform per example
+    assert {p for p in rows if p.startswith("3")} == {p for p, _ in newest}
+    only = si.MixtureStream(tok, [older_a], 64, 32, seed=0)
+    assert all(p.startswith("1") for p, _ in only.rows(0))
+    no_new = si.MixtureStream(tok, [older_a, []], 64, 32, seed=0)
+    assert all(p.startswith("1") for p, _ in no_new.rows(0))
+
+
+def test_mixture_resumes_exactly_and_depends_on_the_seed():
+    tok = CharTokenizer()
+    sources = [_tagged("1", 40), _tagged("2", 10)]
+    a = si.MixtureStream(tok, sources, 8, 32, seed=3)
+    for _ in range(5):
+        next(a)
+    state = a.get_state()
+    tail = [next(a) for _ in range(3)]
+    b = si.MixtureStream(tok, sources, 8, 32, seed=3)
+    b.set_state(json.loads(json.dumps(state)))  # states go through the checkpoint's JSON
+    for x, y in zip(tail, [next(b) for _ in range(3)], strict=True):
+        np.testing.assert_array_equal(x["tokens"], y["tokens"])
+        np.testing.assert_array_equal(x["loss_mask"], y["loss_mask"])
+    other = si.MixtureStream(tok, sources, 8, 32, seed=4)
+    assert other.rows(0) != si.MixtureStream(tok, sources, 8, 32, seed=3).rows(0)
+    assert tail[0]["tokens"].shape[1] % 8 == 0
+
+
+# ---- the loop ------------------------------------------------------------------------------
+def _run(workdir, **overrides):
+    gin.clear_config()
+    gin.parse_config(TINY)
+    kwargs = dict(task=AdditionTask(1, 2, scratchpad=False, reverse=True), rounds=1,
+                  steps_round0=4, steps_per_round=4, num_gold=64, labels_per_round=16,
+                  num_models=2, samples_per_model=2, temperature=1.0, vote_threshold=2,
+                  batch_size=8, max_len=32, max_new_tokens=8, eval_per_length=8,
+                  ckpt_every=2, log_every=2)
+    kwargs.update(overrides)
+    return si.self_improve(str(workdir), **kwargs)
+
+
+def _final_params(workdir, model=0):
+    ckpt = si.Checkpointer(str(workdir / "checkpoints" / f"model_{model}"))
+    step = ckpt.latest_step()
+    out = ckpt._mgr.restore(step)  # untyped restore: raw arrays, for comparison only
+    ckpt.close()
+    return step, out["state"]["params"]
+
+
+def _strip(history):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "time")} for r in history]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    full = _run(tmp_path / "full")
+    assert [r["round"] for r in full] == [0, 1]
+    assert [r["steps"] for r in full] == [4, 8]
+    assert set(full[1]) >= {"acc/1", "acc/2", "acc/3", "acc/4", "kept", "precision", "seconds"}
+    assert full[1]["labeled"] == 16 and 0 <= full[1]["kept"] <= 16
+    for name in ("metrics.jsonl", "train_metrics.jsonl", "accuracy.png", "config.gin",
+                 "labels/round_001.json", "checkpoints/model_1"):
+        assert (tmp_path / "full" / name).exists(), name
+    assert "self_improve.vote_threshold = 2" in (tmp_path / "full/config.gin").read_text()
+
+    real_fit = si.fit
+    calls = {"n": 0}
+
+    def dying_fit(trainer, state, data, num_steps, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:  # model 1 in round 1: die after its mid-round checkpoint (step 6)
+            real_fit(trainer, state, data, num_steps - 2, **kw)
+            kw["ckpt"].wait()
+            raise Interrupted()
+        return real_fit(trainer, state, data, num_steps, **kw)
+
+    monkeypatch.setattr(si, "fit", dying_fit)
+    with pytest.raises(Interrupted):
+        _run(tmp_path / "cut")
+    monkeypatch.setattr(si, "fit", real_fit)
+    resumed = _run(tmp_path / "cut")
+    assert _strip(resumed) == _strip(full)
+    assert (json.loads((tmp_path / "cut/labels/round_001.json").read_text())
+            == json.loads((tmp_path / "full/labels/round_001.json").read_text()))
+    for m in (0, 1):
+        step_a, a = _final_params(tmp_path / "full", m)
+        step_b, b = _final_params(tmp_path / "cut", m)
+        assert step_a == step_b == 8
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_baseline_trains_the_same_steps_on_gold_only(tmp_path):
+    history = _run(tmp_path, self_label_rounds=False, num_models=1, samples_per_model=1,
+                   vote_threshold=1)
+    assert [r["steps"] for r in history] == [4, 8]
+    assert history[1]["kept"] == 0
+    assert not (tmp_path / "labels").exists()
+
+
+def test_vote_threshold_above_the_outputs_is_a_user_error(tmp_path):
+    from jaxrl_reason.cli import UserError
+
+    with pytest.raises(UserError, match="vote_threshold"):
+        _run(tmp_path, num_models=1, samples_per_model=2, vote_threshold=3)
