@@ -76,7 +76,7 @@ def run(
                 run_config = os.path.join(FLAGS.workdir, "config.gin")
                 if not os.path.exists(run_config):
                     raise UserError(
-                        f"{run_config} not found: is --workdir a training run's workdir?"
+                        f"no checkpoint to read: {run_config} not found (not a training run)"
                     )
                 files = [run_config, *FLAGS.gin_file]
             parse_gin(files, FLAGS.gin_param)

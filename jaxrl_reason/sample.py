@@ -26,7 +26,6 @@ from jaxrl_reason.training.checkpoints import Checkpointer
 flags.DEFINE_multi_string(
     "prompt", [], "Prompt text(s); '\\n' is unescaped. Default: task problems."
 )
-flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 
 
 @gin.configurable(denylist=["workdir"])
