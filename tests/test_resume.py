@@ -1,0 +1,158 @@
+"""A run that dies and is started again on the same workdir ends exactly where an
+uninterrupted run ends: same metrics.jsonl, same final params, bit for bit."""
+
+import dataclasses
+import itertools
+import json
+import os
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO, job_command, run_job
+
+from jaxrl_reason import parallel
+from jaxrl_reason.data.addition import AdditionTask
+from jaxrl_reason.data.batching import ExampleStream
+from jaxrl_reason.models.transformer import ModelConfig
+from jaxrl_reason.tokenizers import CharTokenizer
+from jaxrl_reason.training.checkpoints import Checkpointer
+from jaxrl_reason.training.loop import fit
+from jaxrl_reason.training.metrics import MetricWriter, read_metrics
+from jaxrl_reason.training.optim import make_optimizer
+from jaxrl_reason.training.trainer import Trainer
+
+TOK = CharTokenizer()
+CFG = ModelConfig(vocab_size=TOK.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                  head_dim=8, d_ff=64, max_len=32)
+
+
+def records(workdir) -> list[dict]:
+    """metrics.jsonl without the wall-clock time."""
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_metrics(str(workdir))]
+
+
+def assert_same_tree(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter:
+    """A data stream that dies after `n` batches, like a job killed mid-run."""
+
+    def __init__(self, stream: ExampleStream, n: int):
+        self.stream, self.left = stream, n
+
+    def __next__(self):
+        if self.left == 0:
+            raise Crash
+        self.left -= 1
+        return next(self.stream)
+
+    def get_state(self) -> dict:
+        return self.stream.get_state()
+
+
+def test_fit_resumed_after_a_crash_matches_an_uninterrupted_run(devices, tmp_path):
+    """Checkpoints every 4 steps; the crash comes after step 6, so steps 5-6 are redone and
+    their metrics.jsonl lines rewritten. Runs 8-way data parallel."""
+    steps, task = 12, AdditionTask(max_digits=2, scratchpad=False)
+    pairs = [(task.prompt(p), task.target(p))
+             for p in itertools.islice(task.problems("train", 0), 100)]
+    trainer = Trainer(CFG, make_optimizer(steps, warmup_steps=2), parallel.make_mesh(data=8))
+
+    def start(workdir, crash_after=None):
+        ckpt = Checkpointer(str(workdir / "checkpoints"))
+        data = ExampleStream(TOK, pairs, batch_size=16, max_len=32, seed=0)
+        state = trainer.init(0)
+        restored = ckpt.restore(trainer.abstract_state)
+        if restored is not None:
+            state, extra = restored
+            data.set_state(extra["data"])
+        writer = MetricWriter(str(workdir), resume_step=ckpt.latest_step())
+        stream = data if crash_after is None else CrashAfter(data, crash_after)
+        try:
+            state = fit(trainer, state, stream, steps, ckpt=ckpt, writer=writer, ckpt_every=4,
+                        log_every=1)
+        finally:
+            ckpt.close()
+            writer.close()
+        return state
+
+    whole = jax.device_get(start(tmp_path / "whole")["params"])
+    with pytest.raises(Crash):
+        start(tmp_path / "resumed", crash_after=6)
+    assert Checkpointer(str(tmp_path / "resumed/checkpoints")).latest_step() == 4
+    assert [r["step"] for r in records(tmp_path / "resumed")] == list(range(1, 7))
+    resumed = jax.device_get(start(tmp_path / "resumed")["params"])
+    assert records(tmp_path / "resumed") == records(tmp_path / "whole")
+    assert [r["step"] for r in records(tmp_path / "whole")] == list(range(1, steps + 1))
+    assert_same_tree(resumed, whole)
+
+
+def test_metric_writer_drops_lines_past_the_restored_step(tmp_path):
+    writer = MetricWriter(str(tmp_path))
+    for step in (1, 2, 3):
+        writer.write(step, {"loss": float(step)})
+    writer.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "lo')  # a line cut by a kill mid-write
+    MetricWriter(str(tmp_path), resume_step=2).close()
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2]
+    MetricWriter(str(tmp_path), resume_step=None).close()  # no checkpoint: start afresh
+    assert read_metrics(str(tmp_path)) == []
+
+
+# ---- the real job, killed with SIGKILL -------------------------------------------------------
+
+STEPS = 120
+JOB = (f"sft.steps = {STEPS}", "sft.batch_size = 16", "sft.max_len = 32", "sft.num_examples = 400",
+       "sft.ckpt_every = 20", "sft.log_every = 10", "sft.eval_every = 0", "sft.eval_problems = 8",
+       "sft.max_new_tokens = 8", "AdditionTask.max_digits = 2", "AdditionTask.scratchpad = False",
+       "ModelConfig.d_model = 32", "ModelConfig.n_layers = 2", "ModelConfig.n_heads = 4",
+       "ModelConfig.n_kv_heads = 2", "ModelConfig.head_dim = 8", "ModelConfig.d_ff = 64",
+       "ModelConfig.max_len = 64")
+
+
+def final_state(workdir):
+    """The step-STEPS train state of a job's workdir, restored onto one device."""
+    cfg = dataclasses.replace(CFG, max_len=64)
+    trainer = Trainer(cfg, make_optimizer(STEPS), parallel.make_mesh(devices=jax.devices()[:1]))
+    ckpt = Checkpointer(str(workdir / "checkpoints"))
+    state, _ = ckpt.restore(trainer.abstract_state, step=STEPS)
+    ckpt.close()
+    return state
+
+
+def test_sft_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
+    whole = run_job(job_command("jaxrl_reason.sft", tmp_path / "whole", *JOB))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    workdir = tmp_path / "killed"
+    cmd = job_command("jaxrl_reason.sft", workdir, *JOB)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts, deadline = workdir / "checkpoints", time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ckpts.is_dir() and any(d.isdigit() for d in os.listdir(ckpts)):  # a finished save
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, "the job ended before it could be killed"
+    killed_at = Checkpointer(str(ckpts)).latest_step()
+    assert killed_at is not None and killed_at < STEPS
+
+    resumed = run_job(cmd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert records(workdir) == records(tmp_path / "whole")
+    assert json.loads(resumed.stdout.splitlines()[-1]) == json.loads(whole.stdout.splitlines()[-1])
+    assert_same_tree(final_state(workdir), final_state(tmp_path / "whole"))
