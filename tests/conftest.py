@@ -1,5 +1,6 @@
-"""Test-wide setup that must happen before jax is imported: 8 fake CPU devices, and JAX's
-persistent compilation cache so a re-run skips most compiling. Subprocesses inherit both."""
+"""Test-wide setup that must happen before jax is imported: 8 fake CPU devices, fast compiles
+and JAX's persistent compilation cache (so a re-run skips most compiling). Subprocesses
+inherit the environment part."""
 
 import functools
 import os
@@ -14,8 +15,16 @@ _DEVICES_FLAG = "--xla_force_host_platform_device_count"
 if _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICES_FLAG}=8".strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA:CPU sizes its intra-op thread pool by NPROC (default: the core count). Collectives of the
+# 8 fake devices can block in that pool, and with fewer threads than devices they deadlock
+# ("Expected 8 threads to join the rendezvous"), which aborts the process on a 2-core machine.
+os.environ.setdefault("NPROC", "16")
+# Test programs are tiny and run a few steps: compiling dominates, and XLA's optimizations
+# triple it. Tests that train for long turn them back on (see `optimized_compiles`).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -23,9 +32,6 @@ from jaxrl_reason.models.transformer import ModelConfig, Transformer  # noqa: E4
 
 jax.config.update("jax_compilation_cache_dir", str(JAX_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-# With async dispatch, a loop that never syncs queues many multi-device steps, and XLA:CPU's
-# collectives then deadlock ("Expected 8 threads to join the rendezvous") on a 2-core machine.
-jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 # One tiny model shared by the model, sampler and sharding tests, so its programs compile once.
 TINY = ModelConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
@@ -39,8 +45,7 @@ def graphdef(cfg: ModelConfig) -> nnx.GraphDef:
 
 @functools.cache
 def init_params(cfg: ModelConfig, seed: int = 0) -> nnx.State:
-    """Params (jitted init: eager init is slow on CPU). Configs that differ only in numerics,
-    positions or remat share one params pytree."""
+    """Params of `cfg`, initialised under jit (eager init compiles op by op: slow on CPU)."""
     init = jax.jit(lambda key: nnx.state(Transformer(cfg, nnx.Rngs(params=key)), nnx.Param))
     return init(jax.random.key(seed))
 
@@ -52,7 +57,7 @@ def _apply(cfg: ModelConfig):
 
 def forward(params, tokens, cfg: ModelConfig = TINY, **kw):
     """The model's (logits, values, cache) under jit."""
-    return _apply(cfg)(params, jax.numpy.asarray(tokens), **kw)
+    return _apply(cfg)(params, jnp.asarray(tokens), **kw)
 
 
 def job_command(module: str, workdir: Path | None, *gin_params: str,
@@ -71,6 +76,15 @@ def run_job(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess
     """Runs a job from the repo root (configs/ paths are relative to it), no stdin, as CI does."""
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def optimized_compiles():
+    """Full XLA optimization for programs compiled inside the test (a long training run)."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
 
 
 @pytest.fixture(scope="session")

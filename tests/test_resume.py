@@ -35,6 +35,13 @@ def records(workdir) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "time"} for r in read_metrics(str(workdir))]
 
 
+def latest_step(directory) -> int | None:
+    ckpt = Checkpointer(str(directory))
+    step = ckpt.latest_step()
+    ckpt.close()
+    return step
+
+
 def assert_same_tree(a, b):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
@@ -91,7 +98,7 @@ def test_fit_resumed_after_a_crash_matches_an_uninterrupted_run(devices, tmp_pat
     whole = jax.device_get(start(tmp_path / "whole")["params"])
     with pytest.raises(Crash):
         start(tmp_path / "resumed", crash_after=6)
-    assert Checkpointer(str(tmp_path / "resumed/checkpoints")).latest_step() == 4
+    assert latest_step(tmp_path / "resumed/checkpoints") == 4
     assert [r["step"] for r in records(tmp_path / "resumed")] == list(range(1, 7))
     resumed = jax.device_get(start(tmp_path / "resumed")["params"])
     assert records(tmp_path / "resumed") == records(tmp_path / "whole")
@@ -114,7 +121,7 @@ def test_metric_writer_drops_lines_past_the_restored_step(tmp_path):
 
 # ---- the real job, killed with SIGKILL -------------------------------------------------------
 
-STEPS = 120
+STEPS = 60
 JOB = (f"sft.steps = {STEPS}", "sft.batch_size = 16", "sft.max_len = 32", "sft.num_examples = 400",
        "sft.ckpt_every = 20", "sft.log_every = 10", "sft.eval_every = 0", "sft.eval_problems = 8",
        "sft.max_new_tokens = 8", "AdditionTask.max_digits = 2", "AdditionTask.scratchpad = False",
@@ -134,9 +141,10 @@ def final_state(workdir):
 
 
 def test_sft_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
-    whole = run_job(job_command("jaxrl_reason.sft", tmp_path / "whole", *JOB))
-    assert whole.returncode == 0, whole.stderr[-3000:]
-
+    """The uninterrupted reference run goes alongside the one that gets killed."""
+    whole_cmd = job_command("jaxrl_reason.sft", tmp_path / "whole", *JOB)
+    whole = subprocess.Popen(whole_cmd, cwd=REPO, stdin=subprocess.DEVNULL, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     workdir = tmp_path / "killed"
     cmd = job_command("jaxrl_reason.sft", workdir, *JOB)
     proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -148,11 +156,13 @@ def test_sft_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
             break
         time.sleep(0.02)
     assert proc.wait(timeout=30) == -signal.SIGKILL, "the job ended before it could be killed"
-    killed_at = Checkpointer(str(ckpts)).latest_step()
+    killed_at = latest_step(ckpts)
     assert killed_at is not None and killed_at < STEPS
+    whole_out, whole_err = whole.communicate(timeout=180)
+    assert whole.returncode == 0, whole_err[-3000:]
 
     resumed = run_job(cmd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert records(workdir) == records(tmp_path / "whole")
-    assert json.loads(resumed.stdout.splitlines()[-1]) == json.loads(whole.stdout.splitlines()[-1])
+    assert json.loads(resumed.stdout.splitlines()[-1]) == json.loads(whole_out.splitlines()[-1])
     assert_same_tree(final_state(workdir), final_state(tmp_path / "whole"))

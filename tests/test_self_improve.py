@@ -191,8 +191,16 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(si, "fit", dying_fit)
     with pytest.raises(Interrupted):
         _run(tmp_path / "cut")
-    monkeypatch.setattr(si, "fit", real_fit)
+    starts = []
+
+    def spy_fit(trainer, state, data, num_steps, **kw):
+        starts.append((kw["desc"], int(state["step"]), data.get_state()["index"]))
+        return real_fit(trainer, state, data, num_steps, **kw)
+
+    monkeypatch.setattr(si, "fit", spy_fit)
     resumed = _run(tmp_path / "cut")
+    # round 0 is not redone; model 1 picks up at its step-6 checkpoint and stream position
+    assert starts == [("round 1 model 0", 8, 4), ("round 1 model 1", 6, 2)]
     assert _strip(resumed) == _strip(full)
     assert (json.loads((tmp_path / "cut/labels/round_001.json").read_text())
             == json.loads((tmp_path / "full/labels/round_001.json").read_text()))

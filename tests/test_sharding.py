@@ -137,7 +137,9 @@ def test_checkpoint_restores_onto_a_different_mesh(devices, tmp_path):
     ckpt.save(1, state, {"note": "saved on data=8"})
     ckpt.close()
     dst = trainer("mixed")
-    restored, extra = Checkpointer(str(tmp_path)).restore(dst.abstract_state)
+    ckpt = Checkpointer(str(tmp_path))
+    restored, extra = ckpt.restore(dst.abstract_state)
+    ckpt.close()
     assert extra == {"note": "saved on data=8"}
     assert int(restored["step"]) == 1
     for got, want, sharding in zip(jax.tree.leaves(restored), jax.tree.leaves(state),
@@ -149,7 +151,7 @@ def test_checkpoint_restores_onto_a_different_mesh(devices, tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
-def test_mesh_sizes_fill_and_fail_clearly():
+def test_mesh_sizes_fill_and_fail_clearly(devices):
     assert parallel.make_mesh(fsdp=2).shape == {"data": 4, "fsdp": 2, "tensor": 1}
     with pytest.raises(parallel.MeshError, match="does not divide the 8 devices"):
         parallel.make_mesh(data=-1, tensor=3)
@@ -161,7 +163,7 @@ def test_mesh_sizes_fill_and_fail_clearly():
         parallel.make_mesh(data=0)
 
 
-def test_logical_rules_leave_undividable_dims_replicated():
+def test_logical_rules_leave_undividable_dims_replicated(devices):
     mesh = parallel.make_mesh(data=2, tensor=4)
     spec = parallel.logical_to_mesh_spec(("embed", "heads", "kv"), shape=(32, 8, 4), mesh=mesh)
     assert spec == PartitionSpec(None, "tensor", None)  # fsdp=1: embed stays whole

@@ -28,6 +28,7 @@ import collections
 import itertools
 import json
 import os
+import random
 import time
 from collections.abc import Sequence
 
@@ -37,7 +38,7 @@ import numpy as np
 
 from jaxrl_reason import cli
 from jaxrl_reason.algorithms import common, evaluation, plots
-from jaxrl_reason.data.addition import AdditionTask
+from jaxrl_reason.data.addition import AdditionTask, sample_operand, split_of
 from jaxrl_reason.data.batching import make_batch
 from jaxrl_reason.data.tasks import Problem
 from jaxrl_reason.sampling.sampler import SamplingConfig
@@ -67,6 +68,26 @@ def length_filter(lengths: Sequence[int | None], slack: int = 0) -> list[bool]:
     """keep[i] iff lengths[i] >= (longest length in the batch) - slack; None is never kept."""
     longest = max((n for n in lengths if n is not None), default=None)
     return [n is not None and n >= longest - slack for n in lengths]
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+def mixed_length_problems(task: AdditionTask, count: int, seed: int, split: str, longest: int,
+                          exact: bool) -> list[Problem]:
+    """`count` problems whose operand lengths are drawn independently from 1..longest; with
+    `exact`, only those whose longer operand has `longest` digits (a round's new inputs).
+
+    Independent lengths (as in the paper) vary the distance between an answer digit and the
+    operand digits it sums, so the model cannot memorize one offset per length."""
+    rng = random.Random(f"self-improve-{seed}-{split}-{longest}-{exact}")
+    out: list[Problem] = []
+    while len(out) < count:
+        n_a, n_b = rng.randint(1, longest), rng.randint(1, longest)
+        if exact and max(n_a, n_b) < longest:
+            continue
+        a, b = sample_operand(rng, n_a), sample_operand(rng, n_b)
+        if split_of(a, b) == split:
+            out.append(task.problem(a, b))
+    return out
 
 
 # ---- the training mixture ---------------------------------------------------------------
@@ -184,6 +205,7 @@ def self_improve(
     task: AdditionTask = gin.REQUIRED,
     rounds: int = 3,
     self_label_rounds: bool = True,
+    independent_lengths: bool = True,
     steps_round0: int = 1500,
     steps_per_round: int = 500,
     num_gold: int = 20_000,
@@ -218,8 +240,11 @@ def self_improve(
     s = common.build(ends[-1])
     cli.write_operative_config(workdir)
 
-    gold = [(task.prompt(p), task.target(p))
-            for p in itertools.islice(task.problems("train", seed), num_gold)]
+    if independent_lengths:
+        gold_problems = mixed_length_problems(task, num_gold, seed, "train", top, exact=False)
+    else:
+        gold_problems = list(itertools.islice(task.problems("train", seed), num_gold))
+    gold = [(task.prompt(p), task.target(p)) for p in gold_problems]
     eval_set = [p for n in eval_digits for p in task.problems_of_length(n, eval_per_length, seed)]
     greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     labeling = SamplingConfig(max_new_tokens=max_new_tokens, n=samples_per_model,
@@ -248,8 +273,11 @@ def self_improve(
                 with open(path) as f:
                     saved = json.load(f)
             else:  # every model is exactly at the end of round r - 1 here (see module doc)
-                problems = task.problems_of_length(top + r, labels_per_round, seed * 1000 + r,
-                                                   split="train")
+                problems = (
+                    mixed_length_problems(task, labels_per_round, seed * 1000 + r, "train",
+                                          top + r, exact=True) if independent_lengths
+                    else task.problems_of_length(top + r, labels_per_round, seed * 1000 + r,
+                                                 split="train"))
                 kept, stats = self_label(s, [st["params"] for st in states], task, problems,
                                          labeling, seed * 1000 + r,
                                          vote_threshold=vote_threshold,
