@@ -24,6 +24,13 @@ flags.DEFINE_string(
 )
 
 
+# With fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N) on a small machine,
+# XLA:CPU's thread pool is sized by the core count and the devices' collectives can deadlock;
+# XLA reads NPROC when the CPU client starts (lazily, after this import).
+if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    os.environ.setdefault("NPROC", "16")
+
+
 class UserError(Exception):
     """An error the user fixes by changing a flag, a binding or a path."""
 
