@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _difficulties(history: list[dict]) -> list[str]:
@@ -25,6 +26,7 @@ def accuracy_plot(history: list[dict], path: str, x: str = "iteration", title: s
             marker="o",
             label=f"{k.split('/')[1]} digits",
         )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(x)
     ax.set_ylabel("exact match")
     ax.set_ylim(-0.02, 1.02)
