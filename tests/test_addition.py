@@ -6,11 +6,11 @@ import random
 import pytest
 
 from jaxrl_reason.data.addition import AdditionTask, split_of
-from jaxrl_reason.rewards.steps import addition_scratchpad
+from jaxrl_reason.rewards.steps import addition_columns, addition_scratchpad
 
 
 def test_formats_match_spec():
-    task = AdditionTask()
+    task = AdditionTask(scratchpad="nye")
     p = task.problem(624, 259)
     assert task.prompt(p) == "624+259\n"
     assert task.prompt(p, hint="883") == "624+259 H883\n"
@@ -22,11 +22,20 @@ def test_formats_match_spec():
         3,
         {"a": 624, "b": 259},
     )
-    assert AdditionTask(scratchpad=False).target(p) == "A:883\n"
+    assert AdditionTask(scratchpad="none").target(p) == "A:883\n"
+    columns = AdditionTask()
+    p = columns.problem(624, 259)
+    assert columns.target(p) == "4+9+0=13\n2+5+1=08\n6+2+0=08\nA:883\n"
+    assert columns.target(columns.problem(95, 17)) == "5+7+0=12\n9+1+1=11\nA:112\n"
+    rev = AdditionTask(reverse=True)
+    assert (rev.prompt(p), rev.target(p)) == ("426+952\n", "4+9+0=13\n2+5+1=08\n6+2+0=08\nA:388\n")
+    with pytest.raises(ValueError, match="scratchpad"):
+        AdditionTask(scratchpad=True)
 
 
 def test_unequal_lengths_write_emptied_operand_as_empty():
     assert addition_scratchpad("12", "5") == ["12+5,C0", "1+,7C0", ",17C0"]
+    assert addition_columns("12", "5") == ["2+5+0=07", "1+0+0=01"]
 
 
 def _random_problems(task, count, seed):
@@ -39,15 +48,22 @@ def _random_problems(task, count, seed):
     return out
 
 
-def test_gold_targets_check_correct_with_all_steps():
-    task = AdditionTask(max_digits=8)
+SCRATCH_LINES = {"nye": 1, "columns": 0}  # scratch lines beyond one per column
+
+
+@pytest.mark.parametrize("scratchpad", ["nye", "columns"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gold_targets_check_correct_with_all_steps(scratchpad, reverse):
+    if scratchpad == "nye" and reverse:
+        pytest.skip("nye is never reversed")
+    task = AdditionTask(max_digits=8, scratchpad=scratchpad, reverse=reverse)
     problems = _random_problems(task, 300, seed=0) + [task.problem(99999999, 99999999)]
     carries = 0
     for p in problems:
         check = task.check(p, task.target(p))
         assert check.correct and check.answer == p.answer == str(p.meta["a"] + p.meta["b"])
-        assert check.steps == [True] * (p.difficulty + 1)
-        carries += "C1" in p.rationale
+        assert check.steps == [True] * (p.difficulty + SCRATCH_LINES[scratchpad])
+        carries += "C1" in p.rationale or "+1=" in p.rationale
     assert carries > 100  # the sample really exercises carries
 
 
@@ -55,19 +71,20 @@ def _corrupt(char):
     return "0" if char != "0" else "1"
 
 
-def test_corrupting_one_digit_or_carry_fails_exactly_that_step():
-    task = AdditionTask(max_digits=8)
+@pytest.mark.parametrize("scratchpad", ["nye", "columns"])
+def test_corrupting_one_digit_or_carry_fails_exactly_that_step(scratchpad):
+    task = AdditionTask(max_digits=8, scratchpad=scratchpad)
     rng = random.Random(1)
     for p in _random_problems(task, 100, seed=2):
         lines = task.target(p).split("\n")
         k = rng.randrange(len(lines) - 1)  # any scratch line or the answer line
         positions = [i for i, c in enumerate(lines[k]) if c.isdigit()]
-        if k == 0:
+        if k == 0 and scratchpad == "nye":
             positions = [len(lines[0]) - 1]  # line 0's carry
         i = rng.choice(positions)
         lines[k] = lines[k][:i] + _corrupt(lines[k][i]) + lines[k][i + 1 :]
         check = task.check(p, "\n".join(lines))
-        n_scratch = p.difficulty + 1
+        n_scratch = p.difficulty + SCRATCH_LINES[scratchpad]
         if k < n_scratch:
             assert check.steps[:k] == [True] * k
             assert check.steps[k] is False
@@ -78,7 +95,7 @@ def test_corrupting_one_digit_or_carry_fails_exactly_that_step():
 
 
 def test_missing_and_garbled_lines():
-    task = AdditionTask()
+    task = AdditionTask(scratchpad="nye")
     p = task.problem(624, 259)
     truncated = task.check(p, "624+259,C0\n62+25,3C1\n")
     assert truncated.steps == [True, True, False, False] and truncated.answer is None
@@ -127,7 +144,7 @@ def test_problems_of_length():
 
 
 def test_reverse_format_round_trips():
-    task = AdditionTask(scratchpad=False, reverse=True)
+    task = AdditionTask(scratchpad="none", reverse=True)
     p = task.problem(624, 259)
     assert task.prompt(p) == "426+952\n" and task.target(p) == "A:388\n"
     assert task.prompt(p, hint="883") == "426+952 H388\n"
@@ -139,4 +156,4 @@ def test_reverse_format_round_trips():
     for p in itertools.islice(task.problems("train", 0), 100):
         assert task.check(p, task.target(p)).correct
     with pytest.raises(ValueError, match="reverse"):
-        AdditionTask(scratchpad=True, reverse=True)
+        AdditionTask(scratchpad="nye", reverse=True)

@@ -72,7 +72,7 @@ class CrashAfter:
 def test_fit_resumed_after_a_crash_matches_an_uninterrupted_run(devices, tmp_path):
     """Checkpoints every 4 steps; the crash comes after step 6, so steps 5-6 are redone and
     their metrics.jsonl lines rewritten. Runs 8-way data parallel."""
-    steps, task = 12, AdditionTask(max_digits=2, scratchpad=False)
+    steps, task = 12, AdditionTask(max_digits=2, scratchpad="none")
     pairs = [(task.prompt(p), task.target(p))
              for p in itertools.islice(task.problems("train", 0), 100)]
     trainer = Trainer(CFG, make_optimizer(steps, warmup_steps=2), parallel.make_mesh(data=8))
@@ -124,7 +124,7 @@ def test_metric_writer_drops_lines_past_the_restored_step(tmp_path):
 STEPS = 60
 JOB = (f"sft.steps = {STEPS}", "sft.batch_size = 16", "sft.max_len = 32", "sft.num_examples = 400",
        "sft.ckpt_every = 20", "sft.log_every = 10", "sft.eval_every = 0", "sft.eval_problems = 8",
-       "sft.max_new_tokens = 8", "AdditionTask.max_digits = 2", "AdditionTask.scratchpad = False",
+       "sft.max_new_tokens = 8", "AdditionTask.max_digits = 2", "AdditionTask.scratchpad = 'none'",
        "ModelConfig.d_model = 32", "ModelConfig.n_layers = 2", "ModelConfig.n_heads = 4",
        "ModelConfig.n_kv_heads = 2", "ModelConfig.head_dim = 8", "ModelConfig.d_ff = 64",
        "ModelConfig.max_len = 64")

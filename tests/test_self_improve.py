@@ -71,7 +71,7 @@ class CannedSampler:
 
 
 def test_self_label_votes_across_models_then_filters_by_length():
-    task, tok = AdditionTask(1, 4, scratchpad=False, reverse=True), CharTokenizer()
+    task, tok = AdditionTask(1, 4, scratchpad="none", reverse=True), CharTokenizer()
     problems = [task.problem(a, b) for a, b in [(999, 1), (123, 456), (500, 500), (321, 111)]]
     prompts = [task.prompt(p) for p in problems]  # sums: 1000, 579, 1000, 432
     model_a = {prompts[0]: ["A:0001\n"], prompts[1]: ["A:975\n"], prompts[2]: ["A:001\n"],
@@ -142,7 +142,7 @@ def test_mixture_resumes_exactly_and_depends_on_the_seed():
 def _run(workdir, **overrides):
     gin.clear_config()
     gin.parse_config(TINY)
-    kwargs = dict(task=AdditionTask(1, 2, scratchpad=False, reverse=True), rounds=1,
+    kwargs = dict(task=AdditionTask(1, 2, scratchpad="none", reverse=True), rounds=1,
                   steps_round0=4, steps_per_round=4, num_gold=64, labels_per_round=16,
                   num_models=2, samples_per_model=2, temperature=1.0, vote_threshold=2,
                   batch_size=8, max_len=32, max_new_tokens=8, eval_per_length=8,
@@ -200,7 +200,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(si, "fit", spy_fit)
     resumed = _run(tmp_path / "cut")
     # round 0 is not redone; model 1 picks up at its step-6 checkpoint and stream position
-    assert starts == [("round 1 model 0", 8, 4), ("round 1 model 1", 6, 2)]
+    assert starts == [("round 1 model 0", 4, 4), ("round 1 model 1", 2, 2)]  # steps within round 1
     assert _strip(resumed) == _strip(full)
     assert (json.loads((tmp_path / "cut/labels/round_001.json").read_text())
             == json.loads((tmp_path / "full/labels/round_001.json").read_text()))

@@ -49,7 +49,7 @@ def test_tiny_model_learns_two_digit_addition(devices, optimized_compiles):
     goes from 0 to >= 90% in 450 steps (>= 98% seen): 8-way data parallel, digits least
     significant first."""
     steps = 450
-    task = AdditionTask(min_digits=2, max_digits=2, scratchpad=False, reverse=True)
+    task = AdditionTask(min_digits=2, max_digits=2, scratchpad="none", reverse=True)
     cfg = ModelConfig(vocab_size=TOK.vocab_size, d_model=64, n_layers=3, n_heads=4, n_kv_heads=2,
                       head_dim=16, d_ff=256, max_len=32)
     mesh = parallel.make_mesh(data=8)

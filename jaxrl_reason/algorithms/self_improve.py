@@ -3,8 +3,8 @@
 Round 0 trains on gold labels of 1..L digit additions. Round r = 1..R: the model(s) LABEL fresh
 inputs of L+r digits, two filters keep the trustworthy self-labels (never the truth: the checker
 only reports how precise the kept labels were), and training RESUMES from the previous round's
-params AND optimizer state: one schedule spans the whole run, so Adam's moments stay calibrated
-and `self_label=False` (gold data only, same steps, same schedule) is an exact-budget baseline.
+params with a re-warmed optimizer (fresh moments, warmup, decay within the round); the baseline
+`self_label_rounds=False` runs the same rounds, steps and schedule on gold data only.
 The newest round's labels fill ~half of every batch; the rest is drawn uniformly from older data.
 
 Filters, because one wrong label trained on makes the next round's labels worse (the paper's
@@ -46,6 +46,8 @@ from jaxrl_reason.tokenizers import Tokenizer
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.loop import fit
 from jaxrl_reason.training.metrics import MetricWriter
+from jaxrl_reason.training.optim import make_optimizer
+from jaxrl_reason.training.trainer import Trainer
 
 Pair = tuple[str, str]
 
@@ -236,8 +238,13 @@ def self_improve(
             f"{num_models * samples_per_model} outputs per input (num_models x samples_per_model)")
     top = task.max_digits
     eval_digits = tuple(eval_digits or range(1, top + rounds + 2))
-    ends = list(itertools.accumulate([steps_round0] + [steps_per_round] * rounds))
-    s = common.build(ends[-1])
+    lengths = [steps_round0] + [steps_per_round] * rounds
+    ends = list(itertools.accumulate(lengths))
+    s = common.build(steps_round0)
+    # Every round re-warms: fresh optimizer moments, warmup, then the configured decay over the
+    # round (decaying within a round is what makes the model exact in distribution, and
+    # exactness at 1..L is what lets it extrapolate to L+1 at all).
+    trainers = [s.trainer, Trainer(s.model_cfg, make_optimizer(steps_per_round), s.trainer.mesh)]
     cli.write_operative_config(workdir)
 
     if independent_lengths:
@@ -290,9 +297,13 @@ def self_improve(
             continue
         for m in range(num_models):
             data = MixtureStream(s.tok, sources, batch_size, max_len, seed + m, newest_prob)
-            if extras[m].get("round") == r:
+            trainer = trainers[min(r, 1)]
+            if extras[m].get("round") == r:  # resuming inside (or at the end of) this round
                 data.set_state(extras[m]["data"])
-            states[m] = fit(s.trainer, states[m], data, ends[r], ckpt=ckpts[m],
+            elif r > 0:
+                states[m] = trainer.reset_optimizer(states[m])
+            states[m] = fit(trainer, states[m], data, lengths[r], ckpt=ckpts[m],
+                            step_offset=ends[r] - lengths[r],
                             writer=train_writer if m == 0 else None, extra={"round": r},
                             ckpt_every=ckpt_every, log_every=log_every,
                             desc=f"round {r} model {m}")

@@ -113,7 +113,7 @@ def direct_baseline(
 ) -> list[dict]:
     """The paper's comparison: fine-tune straight on (question, gold answer) with no rationale,
     on the same problems and the same step budget as a STaR run. Bind `task` to a task whose
-    targets carry no rationale (e.g. AdditionTask.scratchpad = False)."""
+    targets carry no rationale (e.g. AdditionTask.scratchpad = "none")."""
     s = common.build(steps)
     pool = list(itertools.islice(task.problems("train", seed), num_problems))
     data = ExampleStream(

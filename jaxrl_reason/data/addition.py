@@ -1,8 +1,13 @@
-"""n-digit addition with a character-level scratchpad (STaR, Nye et al.), or reversed digits.
+"""n-digit addition with a character-level scratchpad, checked step by step.
 
-Prompt "624+259\\n"; scratchpad target "624+259,C0\\n62+25,3C1\\n6+2,83C0\\n,883C0\\nA:883\\n".
-With `reverse=True` (length generalization, Lee et al. 2025) every number is written least
-significant digit first: prompt "426+952\\n", target "A:388\\n".
+Scratchpads (`scratchpad=`):
+- "columns": one line per column, least significant first, with its digits, carry in and sum:
+  prompt "624+259\\n", target "4+9+0=13\\n2+5+1=08\\n6+2+0=08\\nA:883\\n";
+- "nye": the STaR paper's (Nye et al.) format, operands shrinking line by line:
+  target "624+259,C0\\n62+25,3C1\\n6+2,83C0\\n,883C0\\nA:883\\n";
+- "none": the answer alone, "A:883\\n".
+With `reverse=True` (length generalization, Lee et al. 2025) every number in the prompt and
+answer is written least significant digit first: prompt "426+952\\n", answer line "A:388".
 
 Train and test problems are disjoint by construction: an operand pair belongs to the test
 split iff a stable hash of the unordered pair falls in the test bucket, so no seed or digit
@@ -19,9 +24,10 @@ import gin
 
 from jaxrl_reason.data.tasks import Check, Problem
 from jaxrl_reason.rewards.answers import parse_answer_line
-from jaxrl_reason.rewards.steps import addition_scratchpad, addition_scratchpad_steps
+from jaxrl_reason.rewards.steps import addition_columns, addition_scratchpad, scratch_steps
 
 TEST_BUCKETS = 10  # one pair in TEST_BUCKETS is a test pair
+SCRATCHPADS = {"columns": addition_columns, "nye": addition_scratchpad, "none": lambda a, b: []}
 
 
 def split_of(a: int, b: int) -> str:
@@ -46,14 +52,18 @@ class AdditionTask:
         self,
         min_digits: int = 1,
         max_digits: int = 5,
-        scratchpad: bool = True,
+        scratchpad: str = "columns",
         reverse: bool = False,
         test_size: int = 1000,
     ):
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
-        if scratchpad and reverse:
-            raise ValueError("AdditionTask: reverse=True needs scratchpad=False")
+        if scratchpad not in SCRATCHPADS:
+            raise ValueError(
+                f"AdditionTask.scratchpad must be one of {sorted(SCRATCHPADS)}, got {scratchpad!r}"
+            )
+        if scratchpad == "nye" and reverse:
+            raise ValueError("AdditionTask: reverse=True does not apply to the 'nye' scratchpad")
         self.min_digits = min_digits
         self.max_digits = max_digits
         self.scratchpad = scratchpad
@@ -63,7 +73,7 @@ class AdditionTask:
     def problem(self, a: int, b: int) -> Problem:
         """The problem a+b; its difficulty is the longer operand's digit count."""
         sa, sb = str(a), str(b)
-        lines = addition_scratchpad(sa, sb) if self.scratchpad else []
+        lines = SCRATCHPADS[self.scratchpad](sa, sb)
         rationale = "".join(ln + "\n" for ln in lines)
         return Problem(
             question=f"{a}+{b}",
@@ -107,8 +117,8 @@ class AdditionTask:
 
     def target(self, problem: Problem, rationale: str | None = None) -> str:
         """Scratch lines (gold unless `rationale` given; none without scratchpad), "A:<ans>"."""
-        text = (problem.rationale if rationale is None else rationale) if self.scratchpad else ""
-        text = text or ""
+        text = problem.rationale if rationale is None else rationale
+        text = text if self.scratchpad != "none" else ""
         if text and not text.endswith("\n"):
             text += "\n"
         return f"{text}A:{self._write(problem.answer)}\n"
@@ -119,8 +129,7 @@ class AdditionTask:
         if answer is not None:
             answer = self._write(answer)
         steps = None
-        if self.scratchpad:
-            steps = addition_scratchpad_steps(
-                str(problem.meta["a"]), str(problem.meta["b"]), completion
-            )
+        if self.scratchpad != "none":
+            gold = SCRATCHPADS[self.scratchpad](str(problem.meta["a"]), str(problem.meta["b"]))
+            steps = scratch_steps(gold, completion)
         return Check(answer=answer, correct=answer == problem.answer, steps=steps)

@@ -32,13 +32,30 @@ def addition_scratchpad(a: str, b: str) -> list[str]:
     return lines
 
 
-def addition_scratchpad_steps(a: str, b: str, completion: str) -> list[bool]:
-    """Line k of `completion` is right iff it equals gold scratch line k; missing lines are wrong.
+def addition_columns(a: str, b: str) -> list[str]:
+    """Column scratch lines for `a+b`, least significant column first: "x+y+c=ss" per column
+    (x, y the column's digits, 0 past an operand's end; c the carry in; ss the two-digit sum).
+
+    Every line reads two operand digits and the previous line's carry, so it is one step of
+    the paper's "carry line per step", in an order a small model learns in minutes on a CPU.
+    """
+    lines, carry = [], 0
+    for k in range(1, max(len(a), len(b)) + 1):
+        x = a[-k] if k <= len(a) else "0"
+        y = b[-k] if k <= len(b) else "0"
+        total = int(x) + int(y) + carry
+        lines.append(f"{x}+{y}+{carry}={total:02d}")
+        carry = total // 10
+    return lines
+
+
+def scratch_steps(gold: list[str], completion: str) -> list[bool]:
+    """Line k of `completion` is right iff it equals gold line k; missing lines are wrong.
 
     Comparing whole lines judges every digit and carry the line states.
     """
     got = completion.split("\n")
-    return [k < len(got) and got[k] == line for k, line in enumerate(addition_scratchpad(a, b))]
+    return [k < len(got) and got[k] == line for k, line in enumerate(gold)]
 
 
 class BatchExecutor(Protocol):
