@@ -49,12 +49,13 @@ def parse_gin(files: Sequence[str], params: Sequence[str]) -> None:
         ) from None
 
 
-def write_operative_config(workdir: str) -> None:
-    """Saves the bindings actually used (gin's operative config) as workdir/config.gin."""
+def write_operative_config(workdir: str, text: str | None = None) -> None:
+    """Saves workdir/config.gin atomically: `text`, or the bindings actually used so far (gin's
+    operative config, which also records the defaults a job read)."""
     os.makedirs(workdir, exist_ok=True)
     tmp = os.path.join(workdir, "config.gin.tmp")
     with open(tmp, "w") as f:
-        f.write(gin.operative_config_str())
+        f.write(gin.operative_config_str() if text is None else text)
     os.replace(tmp, os.path.join(workdir, "config.gin"))
 
 
@@ -88,11 +89,17 @@ def run(
                 files = [run_config, *FLAGS.gin_file]
             parse_gin(files, FLAGS.gin_param)
             parallel.maybe_initialize_distributed()
-            if FLAGS.workdir:
-                os.makedirs(FLAGS.workdir, exist_ok=True)
-                write_operative_config(FLAGS.workdir)
-            job(FLAGS.workdir)
-            if FLAGS.workdir:
+            writes_config = bool(FLAGS.workdir) and not use_workdir_config
+            if writes_config:  # every parsed binding now, so a killed run can still be sampled
+                write_operative_config(FLAGS.workdir, gin.config_str())
+            try:
+                job(FLAGS.workdir)
+            except RuntimeError as e:  # gin's "Required bindings for `f` not provided ..."
+                if not str(e).startswith("Required bindings"):
+                    raise
+                msg = f"{str(e).splitlines()[0]}: pass a --gin_file that binds them"
+                raise UserError(msg) from None
+            if writes_config:
                 write_operative_config(FLAGS.workdir)
         except (UserError, parallel.MeshError, FileNotFoundError) as e:
             logging.error("%s", e)

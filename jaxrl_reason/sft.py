@@ -3,6 +3,8 @@
     python -m jaxrl_reason.sft --gin_file=configs/sft_addition.gin --workdir=DIR
 """
 
+import os
+
 from jaxrl_reason import (
     cli,
     registry,  # noqa: F401  (registers every configurable with gin)
@@ -11,7 +13,7 @@ from jaxrl_reason.algorithms import sft
 
 
 def main() -> None:
-    cli.run(sft.sft)
+    cli.run(sft.sft, default_gin_file=os.path.join(cli.CONFIGS_DIR, "sft_addition.gin"))
 
 
 if __name__ == "__main__":

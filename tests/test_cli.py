@@ -16,6 +16,7 @@ CASES = {  # name: (gin file, gin bindings)
                                      "Gsm8kTask.manual_dir = '{tmp}/no_gsm8k_here'",
                                      "Gsm8kTask.data_dir = '{tmp}/tfds'"]),  # nothing prepared
     "mesh_does_not_divide": (GIN_FILE, ["make_mesh.data = 3"]),  # on 8 devices
+    "required_binding_missing": ("configs/star_addition.gin", []),  # binds no sft.task
 }
 
 
@@ -64,3 +65,8 @@ def test_missing_gsm8k_manual_dir(results):
 def test_mesh_that_does_not_divide_the_devices(results):
     line = error_line(results["mesh_does_not_divide"])
     assert "make_mesh" in line and "8 devices" in line
+
+
+def test_required_binding_missing(results):
+    line = error_line(results["required_binding_missing"])
+    assert "`sft`" in line and "'task'" in line and "--gin_file" in line

@@ -158,6 +158,8 @@ def test_sft_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     assert proc.wait(timeout=30) == -signal.SIGKILL, "the job ended before it could be killed"
     killed_at = latest_step(ckpts)
     assert killed_at is not None and killed_at < STEPS
+    # config.gin holds every binding from the start, so a killed run can be sampled/evaluated
+    assert "ModelConfig.d_model = 32" in (workdir / "config.gin").read_text()
     whole_out, whole_err = whole.communicate(timeout=180)
     assert whole.returncode == 0, whole_err[-3000:]
 
@@ -166,3 +168,12 @@ def test_sft_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     assert records(workdir) == records(tmp_path / "whole")
     assert json.loads(resumed.stdout.splitlines()[-1]) == json.loads(whole_out.splitlines()[-1])
     assert_same_tree(final_state(workdir), final_state(tmp_path / "whole"))
+
+    # evaluating the run reads its config.gin and leaves it as it was
+    config = (workdir / "config.gin").read_text()
+    ev = run_job(job_command("jaxrl_reason.evaluate", workdir, "evaluate.difficulties = (1, 2)",
+                             "evaluate.per_difficulty = 4", "evaluate.max_new_tokens = 8",
+                             gin_file=None))
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert set(json.loads(ev.stdout.splitlines()[-1])) >= {"acc/1", "acc/2"}
+    assert (workdir / "config.gin").read_text() == config

@@ -173,7 +173,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert [r["steps"] for r in full] == [4, 8]
     assert set(full[1]) >= {"acc/1", "acc/2", "acc/3", "acc/4", "kept", "precision", "seconds"}
     assert full[1]["labeled"] == 16 and 0 <= full[1]["kept"] <= 16
-    for name in ("metrics.jsonl", "train_metrics.jsonl", "accuracy.png", "config.gin",
+    for name in ("metrics.jsonl", "train_metrics.jsonl", "accuracy.png",
                  "labels/round_001.json", "checkpoints/model_1"):
         assert (tmp_path / "full" / name).exists(), name
 

@@ -245,7 +245,6 @@ def self_improve(
     # round (decaying within a round is what makes the model exact in distribution, and
     # exactness at 1..L is what lets it extrapolate to L+1 at all).
     trainers = [s.trainer, Trainer(s.model_cfg, make_optimizer(steps_per_round), s.trainer.mesh)]
-    cli.write_operative_config(workdir)
 
     if independent_lengths:
         gold_problems = mixed_length_problems(task, num_gold, seed, "train", top, exact=False)
@@ -322,7 +321,6 @@ def self_improve(
         ckpt.close()
     writer.close()
     train_writer.close()
-    cli.write_operative_config(workdir)
     print(plots.table(history, x="round", extra=("kept", "precision", "steps", "seconds")))
     jax.effects_barrier()
     return history
