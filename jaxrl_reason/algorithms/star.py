@@ -32,6 +32,8 @@ from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.loop import fit
 from jaxrl_reason.training.metrics import MetricWriter, read_metrics
+from jaxrl_reason.training.optim import make_optimizer
+from jaxrl_reason.training.trainer import Trainer
 
 
 def steps_for_iteration(n: int, first: int, add: int, growth: float) -> int:
@@ -179,7 +181,13 @@ def star(
     if mode != "star":
         raise ValueError(f"star.mode must be 'star' or 'direct', got {mode!r}")
     offsets = list(itertools.accumulate([base_steps, *schedule]))  # global step at iteration ends
-    s = common.build(max(schedule + [base_steps]))
+    s = common.build(base_steps)
+    # Each iteration fine-tunes with its own warmup and decay over its own steps, as the base
+    # did: restarting from the base at a base-sized schedule's peak rate would undo the base.
+    trainers = {
+        n: Trainer(s.model_cfg, make_optimizer(steps), s.trainer.mesh)
+        for n, steps in enumerate(schedule, start=1)
+    }
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     base_ckpt = Checkpointer(os.path.join(workdir, "base"), max_to_keep=1)
     train_writer = MetricWriter(workdir, ckpt.latest_step(), filename="train_metrics.jsonl")
@@ -268,13 +276,13 @@ def star(
             json.dump(info, open(kept_path + ".info", "w"))
             _write_samples(os.path.join(workdir, f"iteration_{n:03d}", "samples.txt"), got.samples)
             start_params = base_params if restart_from_base else state["params"]
-            state = s.trainer.reset_optimizer(state, params=start_params)
+            state = trainers[n].reset_optimizer(state, params=start_params)
         if pairs:
             data = ExampleStream(s.tok, pairs, batch_size, max_len, seed + n)
             if mid_iteration:
                 data.set_state(extra["data"])
             state = fit(
-                s.trainer,
+                trainers[n],
                 state,
                 data,
                 schedule[n - 1],
