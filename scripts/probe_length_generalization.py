@@ -4,11 +4,11 @@
   python scripts/probe_length_generalization.py --scratchpad columns --reverse --lo 1 --hi 2
   python scripts/probe_length_generalization.py --gin_param="ModelConfig.position_encoding='none'"
 
-Trains on 3000 gold problems per length (the STaR model and optimizer of
-configs/star_addition.gin, cosine schedule), then prints one JSON line: greedy accuracy and
-pass@4 at temperature 0.7 per operand length 1..hi+3 on held-out operand pairs. This is the
-question STaR and self-improvement on lengths hinge on: with no correct sample beyond the seed
-lengths, neither the answer filter nor rationalization has anything to keep.
+Trains on 3000 gold problems per length (the model and optimizer of
+configs/star_strong_base_addition.gin: RoPE, cosine schedule), then prints one JSON line: greedy
+accuracy and pass@4 at temperature 0.7 per operand length 1..hi+3 on held-out operand pairs.
+This is the question STaR and self-improvement on lengths hinge on: with no correct sample beyond
+the seed lengths, neither the answer filter nor rationalization has anything to keep.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
 
     gin.parse_config_files_and_bindings(
-        [f"{CONFIGS_DIR}/star_addition.gin"], ["ModelConfig.max_len = 192", *args.gin_param])
+        [f"{CONFIGS_DIR}/star_strong_base_addition.gin"],
+        ["ModelConfig.max_len = 192", *args.gin_param])
     task = AdditionTask(args.lo, args.hi, scratchpad=args.scratchpad, reverse=args.reverse)
     s = common.build(args.steps)
     train = [p for n in range(args.lo, args.hi + 1)

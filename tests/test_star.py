@@ -176,8 +176,9 @@ class Interrupted(Exception):
     pass
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    full = _run(tmp_path / "full")
+@pytest.mark.parametrize("restart_from_base", [True, False])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, restart_from_base):
+    full = _run(tmp_path / "full", restart_from_base=restart_from_base)
     real_fit = star.fit
     calls = {"n": 0}
 
@@ -191,9 +192,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(star, "fit", dying_fit)
     with pytest.raises(Interrupted):
-        _run(tmp_path / "cut")
+        _run(tmp_path / "cut", restart_from_base=restart_from_base)
     monkeypatch.setattr(star, "fit", real_fit)
-    resumed = _run(tmp_path / "cut")
+    resumed = _run(tmp_path / "cut", restart_from_base=restart_from_base)
     strip = [{k: v for k, v in r.items() if k not in ("seconds", "time")} for r in full]
     assert [{k: v for k, v in r.items() if k not in ("seconds", "time")} for r in resumed] == strip
     assert full[-1]["kept"] > 0
