@@ -16,6 +16,7 @@ from jaxrl_reason import (
     registry,  # noqa: F401  (registers every configurable with gin)
 )
 from jaxrl_reason.algorithms import common, evaluation
+from jaxrl_reason.data.batching import encode_prompt
 from jaxrl_reason.data.tasks import Task
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
@@ -43,7 +44,14 @@ def evaluate(
     problems = [
         p for d in difficulties for p in task.problems_of_length(d, per_difficulty, seed, split)
     ]
-    greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    # The model cannot write past its context: cap the budget at the room the longest prompt
+    # leaves once the sampler pads it to its bucket.
+    longest = max(len(encode_prompt(s.tok, task.prompt(p))) for p in problems)
+    padded = -(-longest // s.sampler.prompt_bucket) * s.sampler.prompt_bucket
+    room = min(max_new_tokens, s.model_cfg.max_len - padded)
+    if room < 1:
+        raise cli.UserError(f"prompts of {longest} tokens leave no room in ModelConfig.max_len")
+    greedy = SamplingConfig(max_new_tokens=room, temperature=0.0)
     results = evaluation.rollouts(s.sampler, restored[0]["params"], task, s.tok, problems, greedy)
     out = {
         "workdir": workdir,
