@@ -44,11 +44,9 @@ def evaluate(
     problems = [
         p for d in difficulties for p in task.problems_of_length(d, per_difficulty, seed, split)
     ]
-    # The model cannot write past its context: cap the budget at the room the longest prompt
-    # leaves once the sampler pads it to its bucket.
+    # The model cannot write past its context: cap the budget at the room the longest prompt leaves.
     longest = max(len(encode_prompt(s.tok, task.prompt(p))) for p in problems)
-    padded = -(-longest // s.sampler.prompt_bucket) * s.sampler.prompt_bucket
-    room = min(max_new_tokens, s.model_cfg.max_len - padded)
+    room = min(max_new_tokens, s.sampler.room(longest))
     if room < 1:
         raise cli.UserError(f"prompts of {longest} tokens leave no room in ModelConfig.max_len")
     greedy = SamplingConfig(max_new_tokens=room, temperature=0.0)

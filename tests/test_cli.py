@@ -1,6 +1,6 @@
 """Errors a user can cause end a job with exit code 2 and one message naming the culprit.
 
-Each case is a real `python -m jaxrl_reason.sft` subprocess; they start together (most of
+Each case is a real `python -m jaxrl_reason.<job>` subprocess; they start together (most of
 their time is importing) and each test checks one."""
 
 import subprocess
@@ -8,15 +8,17 @@ import subprocess
 import pytest
 from conftest import REPO, job_command
 
-GIN_FILE = "configs/sft_addition.gin"
-CASES = {  # name: (gin file, gin bindings)
-    "unknown_parameter": (GIN_FILE, ["sft.no_such_arg = 1"]),
-    "missing_gin_file": ("configs/no_such_config.gin", []),
-    "missing_gsm8k_dir": (GIN_FILE, ["sft.task = @Gsm8kTask()",
-                                     "Gsm8kTask.manual_dir = '{tmp}/no_gsm8k_here'",
-                                     "Gsm8kTask.data_dir = '{tmp}/tfds'"]),  # nothing prepared
-    "mesh_does_not_divide": (GIN_FILE, ["make_mesh.data = 3"]),  # on 8 devices
-    "required_binding_missing": ("configs/star_addition.gin", []),  # binds no sft.task
+SFT, GIN_FILE = "jaxrl_reason.sft", "configs/sft_addition.gin"
+CASES = {  # name: (job, gin file, gin bindings)
+    "unknown_parameter": (SFT, GIN_FILE, ["sft.no_such_arg = 1"]),
+    "unknown_configurable": (SFT, GIN_FILE, ["NoSuchThing.steps = 1"]),
+    "missing_gin_file": (SFT, "configs/no_such_config.gin", []),
+    "missing_gsm8k_dir": (SFT, GIN_FILE, ["sft.task = @Gsm8kTask()",
+                                          "Gsm8kTask.manual_dir = '{tmp}/no_gsm8k_here'",
+                                          "Gsm8kTask.data_dir = '{tmp}/tfds'"]),  # nothing there
+    "mesh_does_not_divide": (SFT, GIN_FILE, ["make_mesh.data = 3"]),  # on 8 devices
+    "required_binding_missing": (SFT, "configs/star_addition.gin", []),  # binds no sft.task
+    "sample_without_checkpoint": ("jaxrl_reason.sample", None, []),
 }
 
 
@@ -24,8 +26,8 @@ CASES = {  # name: (gin file, gin bindings)
 def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     procs = {}
-    for name, (gin_file, params) in CASES.items():
-        cmd = job_command("jaxrl_reason.sft", tmp / name, *(p.format(tmp=tmp) for p in params),
+    for name, (job, gin_file, params) in CASES.items():
+        cmd = job_command(job, tmp / name, *(p.format(tmp=tmp) for p in params),
                           gin_file=gin_file)
         procs[name] = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -50,6 +52,10 @@ def test_unknown_gin_parameter(results):
     assert "no_such_arg" in line and "bad gin config" in line
 
 
+def test_unknown_gin_configurable(results):
+    assert "NoSuchThing" in error_line(results["unknown_configurable"])
+
+
 def test_missing_gin_file(results):
     line = error_line(results["missing_gin_file"])
     assert "configs/no_such_config.gin" in line and "no such file" in line
@@ -70,3 +76,7 @@ def test_mesh_that_does_not_divide_the_devices(results):
 def test_required_binding_missing(results):
     line = error_line(results["required_binding_missing"])
     assert "`sft`" in line and "'task'" in line and "--gin_file" in line
+
+
+def test_sample_without_a_checkpoint(results):
+    assert "no checkpoint" in error_line(results["sample_without_checkpoint"])

@@ -31,6 +31,10 @@ class Setup:
     trainer: Trainer
     sampler: Sampler
 
+    def trainer_for(self, steps: int) -> Trainer:
+        """A trainer of the same model and mesh whose schedule spans `steps` (a new phase)."""
+        return Trainer(self.model_cfg, make_optimizer(steps), self.trainer.mesh)
+
 
 @gin.configurable(denylist=["steps"])
 def build(steps: int, tokenizer: type = CharTokenizer, model: type = ModelConfig) -> Setup:

@@ -46,8 +46,6 @@ from jaxrl_reason.tokenizers import Tokenizer
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.loop import fit
 from jaxrl_reason.training.metrics import MetricWriter
-from jaxrl_reason.training.optim import make_optimizer
-from jaxrl_reason.training.trainer import Trainer
 
 Pair = tuple[str, str]
 
@@ -244,7 +242,7 @@ def self_improve(
     # Every round re-warms: fresh optimizer moments, warmup, then the configured decay over the
     # round (decaying within a round is what makes the model exact in distribution, and
     # exactness at 1..L is what lets it extrapolate to L+1 at all).
-    trainers = [s.trainer, Trainer(s.model_cfg, make_optimizer(steps_per_round), s.trainer.mesh)]
+    trainers = [s.trainer, s.trainer_for(steps_per_round)]
 
     if independent_lengths:
         gold_problems = mixed_length_problems(task, num_gold, seed, "train", top, exact=False)

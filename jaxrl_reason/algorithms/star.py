@@ -32,8 +32,6 @@ from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.loop import fit
 from jaxrl_reason.training.metrics import MetricWriter, read_metrics
-from jaxrl_reason.training.optim import make_optimizer
-from jaxrl_reason.training.trainer import Trainer
 
 
 def steps_for_iteration(n: int, first: int, add: int, growth: float) -> int:
@@ -184,10 +182,7 @@ def star(
     s = common.build(base_steps)
     # Each iteration fine-tunes with its own warmup and decay over its own steps, as the base
     # did: restarting from the base at a base-sized schedule's peak rate would undo the base.
-    trainers = {
-        n: Trainer(s.model_cfg, make_optimizer(steps), s.trainer.mesh)
-        for n, steps in enumerate(schedule, start=1)
-    }
+    trainers = {n: s.trainer_for(steps) for n, steps in enumerate(schedule, start=1)}
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     base_ckpt = Checkpointer(os.path.join(workdir, "base"), max_to_keep=1)
     train_writer = MetricWriter(workdir, ckpt.latest_step(), filename="train_metrics.jsonl")

@@ -179,6 +179,11 @@ class Sampler:
         return toks, lps, first_stop, cache  # returning the cache lets XLA reuse its buffers
 
     # ---- host API ------------------------------------------------------------------------
+    def room(self, longest_prompt: int) -> int:
+        """New tokens that fit in the context after a prompt of this many tokens (padded to the
+        prompt bucket, as `generate` pads it)."""
+        return self.cfg.max_len - _round_up(longest_prompt, self.prompt_bucket)
+
     def generate(
         self,
         params,
@@ -195,7 +200,7 @@ class Sampler:
         n_rows = len(rows)
         b = _round_up(n_rows, self.batch_bucket)
         p = _round_up(max(len(r) for r in rows), self.prompt_bucket)
-        if p + cfg.max_new_tokens > self.cfg.max_len:
+        if cfg.max_new_tokens > self.room(p):
             raise ValueError(
                 f"prompt ({p}) + max_new_tokens ({cfg.max_new_tokens}) exceeds "
                 f"ModelConfig.max_len={self.cfg.max_len}"
