@@ -2,11 +2,13 @@
 
 Reads the run's config.gin (model, tokenizer), restores the latest or --step checkpoint, and
 prints one JSON object: accuracy per difficulty on fresh test problems of the task given by
-`evaluate.task` / `evaluate.difficulties` (defaults: the run's own task).
+`evaluate.task` / `evaluate.difficulties` (defaults: the run's own task). A self-improvement run
+keeps one checkpoint directory per model (checkpoints/model_<m>); `evaluate.model` picks one.
 """
 
 import json
 import os
+from typing import Any
 
 import gin
 from absl import flags
@@ -24,23 +26,22 @@ from jaxrl_reason.training.checkpoints import Checkpointer
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: latest).")
 
 
-@gin.configurable(denylist=["workdir"])
+@gin.configurable(denylist=["workdir", "step"])
 def evaluate(
     workdir: str,
+    step: int | None = None,
     task: Task | None = None,
     difficulties: tuple[int, ...] = (1, 2, 3, 4, 5),
     per_difficulty: int = 200,
     seed: int = 12345,
     split: str = "test",
     max_new_tokens: int = 128,
+    model: int = 0,
 ) -> dict:
     """Greedy exact-match accuracy per difficulty (problems_of_length) of one checkpoint."""
     task = task or _run_task()
     s = common.build(1)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    restored = ckpt.restore(s.trainer.abstract_state, flags.FLAGS.step)
-    if restored is None:
-        raise cli.UserError(f"no checkpoint under {workdir}/checkpoints")
+    params, step = restore_params(s, workdir, step, model)
     problems = [
         p for d in difficulties for p in task.problems_of_length(d, per_difficulty, seed, split)
     ]
@@ -50,16 +51,31 @@ def evaluate(
     if room < 1:
         raise cli.UserError(f"prompts of {longest} tokens leave no room in ModelConfig.max_len")
     greedy = SamplingConfig(max_new_tokens=room, temperature=0.0)
-    results = evaluation.rollouts(s.sampler, restored[0]["params"], task, s.tok, problems, greedy)
+    results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, greedy)
     out = {
         "workdir": workdir,
-        "step": ckpt.latest_step() if flags.FLAGS.step is None else flags.FLAGS.step,
+        "step": step,
         "n": len(results),
         **evaluation.accuracy_by_difficulty(results),
     }
-    ckpt.close()
     print(json.dumps(out))
     return out
+
+
+def restore_params(s: common.Setup, workdir: str, step: int | None = None,
+                   model: int = 0) -> tuple[Any, int]:
+    """(params, step) of the run's checkpoint at `step` (default: latest). A self-improvement
+    run keeps one directory per model, checkpoints/model_<m>; `model` picks it."""
+    directory = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(os.path.join(directory, f"model_{model}")):
+        directory = os.path.join(directory, f"model_{model}")
+    ckpt = Checkpointer(directory)
+    step = ckpt.latest_step() if step is None else step
+    restored = None if step is None else ckpt.restore(s.trainer.abstract_state, step)
+    ckpt.close()
+    if restored is None:
+        raise cli.UserError(f"no checkpoint under {directory}")
+    return restored[0]["params"], step
 
 
 def _run_task() -> Task:
@@ -74,7 +90,7 @@ def _run_task() -> Task:
 
 
 def main() -> None:
-    cli.run(evaluate, use_workdir_config=True)
+    cli.run(lambda workdir: evaluate(workdir, step=flags.FLAGS.step), use_workdir_config=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ the checker's verdict next to each completion.
 """
 
 import itertools
-import os
 
 import gin
 from absl import flags
@@ -21,7 +20,6 @@ from jaxrl_reason.algorithms import common, evaluation
 from jaxrl_reason.data.batching import decode_completions, encode_prompt
 from jaxrl_reason.data.tasks import Task
 from jaxrl_reason.sampling.sampler import SamplingConfig
-from jaxrl_reason.training.checkpoints import Checkpointer
 
 flags.DEFINE_multi_string(
     "prompt", [], "Prompt text(s); '\\n' is unescaped. Default: task problems."
@@ -36,15 +34,13 @@ def sample(
     seed: int = 0,
     temperature: float = 0.0,
     max_new_tokens: int = 128,
+    model: int = 0,
 ) -> None:
-    """Restores params from workdir/checkpoints and prints completions."""
+    """Restores params from workdir/checkpoints (model `model` of an ensemble run) and prints
+    completions."""
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     s = common.build(1)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    restored = ckpt.restore(s.trainer.abstract_state, flags.FLAGS.step)
-    if restored is None:
-        raise cli.UserError(f"no checkpoint under {workdir}/checkpoints")
-    params = restored[0]["params"]
+    params, _ = evaluate.restore_params(s, workdir, flags.FLAGS.step, model)
     if flags.FLAGS.prompt:
         prompts = [p.replace("\\n", "\n") for p in flags.FLAGS.prompt]
         out = s.sampler.generate(params, [encode_prompt(s.tok, p) for p in prompts], sampling, seed)

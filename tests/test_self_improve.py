@@ -212,12 +212,37 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
             np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("equal", [True, False])
+def test_round_labels_inputs_one_digit_longer(tmp_path, monkeypatch, equal):
+    seen = []
+    real = si.self_label
+
+    def spy(s, params_list, task, problems, *args, **kw):
+        seen.extend((len(str(p.meta["a"])), len(str(p.meta["b"]))) for p in problems)
+        return real(s, params_list, task, problems, *args, **kw)
+
+    monkeypatch.setattr(si, "self_label", spy)
+    _run(tmp_path, equal_length_labels=equal, num_models=1, samples_per_model=1,
+         vote_threshold=1)
+    assert len(seen) == 16 and all(max(pair) == 3 for pair in seen)  # L = 2, round 1
+    assert all(pair == (3, 3) for pair in seen) == equal
+
+
 def test_baseline_trains_the_same_steps_on_gold_only(tmp_path):
     history = _run(tmp_path, self_label_rounds=False, num_models=1, samples_per_model=1,
                    vote_threshold=1)
     assert [r["steps"] for r in history] == [4, 8]
     assert history[1]["kept"] == 0
     assert not (tmp_path / "labels").exists()
+    # `evaluate` finds the run's per-model checkpoints and scores its final one
+    from jaxrl_reason import cli, evaluate
+
+    out = evaluate.evaluate(str(tmp_path), task=AdditionTask(1, 2, scratchpad="none", reverse=True),
+                            difficulties=(1, 2), per_difficulty=8, seed=0, max_new_tokens=8)
+    assert out["step"] == 8 and out["n"] == 16
+    assert out["acc/1"] == history[1]["acc/1"] and out["acc/2"] == history[1]["acc/2"]
+    with pytest.raises(cli.UserError, match="no checkpoint"):
+        evaluate.evaluate(str(tmp_path), task=AdditionTask(1, 2), model=1)
 
 
 def test_vote_threshold_above_the_outputs_is_a_user_error(tmp_path):

@@ -1,11 +1,13 @@
 """Self-improvement for length generalization (Lee et al. 2025; ALGORITHMS.md section 2).
 
-Round 0 trains on gold labels of 1..L digit additions. Round r = 1..R: the model(s) LABEL fresh
-inputs of L+r digits, two filters keep the trustworthy self-labels (never the truth: the checker
-only reports how precise the kept labels were), and training RESUMES from the previous round's
-params with a re-warmed optimizer (fresh moments, warmup, decay within the round); the baseline
-`self_label_rounds=False` runs the same rounds, steps and schedule on gold data only.
-The newest round's labels fill ~half of every batch; the rest is drawn uniformly from older data.
+Round 0 trains on gold labels of 1..L digit additions (operand lengths drawn independently).
+Round r = 1..R: the models LABEL fresh additions whose longer operand has L+r digits, two filters
+keep the trustworthy self-labels (never the truth: the checker only reports how precise the kept
+labels were), and training RESUMES from the previous round's params with a re-warmed optimizer
+(fresh moments, warmup, decay within the round). The baseline `self_label_rounds=False` runs the
+same rounds, steps and schedule on gold data only. The newest round's labels fill ~half of every
+batch; the rest is drawn uniformly from older data. `equal_length_labels` labels only additions
+of two L+r digit operands instead (measured worse: docs/self_improve.md).
 
 Filters, because one wrong label trained on makes the next round's labels worse (the paper's
 "error avalanche"):
@@ -206,6 +208,7 @@ def self_improve(
     rounds: int = 3,
     self_label_rounds: bool = True,
     independent_lengths: bool = True,
+    equal_length_labels: bool = False,
     steps_round0: int = 1500,
     steps_per_round: int = 500,
     num_gold: int = 20_000,
@@ -279,7 +282,8 @@ def self_improve(
             else:  # every model is exactly at the end of round r - 1 here (see module doc)
                 problems = (
                     mixed_length_problems(task, labels_per_round, seed * 1000 + r, "train",
-                                          top + r, exact=True) if independent_lengths
+                                          top + r, exact=True)
+                    if independent_lengths and not equal_length_labels
                     else task.problems_of_length(top + r, labels_per_round, seed * 1000 + r,
                                                  split="train"))
                 kept, stats = self_label(s, [st["params"] for st in states], task, problems,
