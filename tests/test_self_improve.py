@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxrl_reason import cli, evaluate
 from jaxrl_reason.algorithms import common
 from jaxrl_reason.algorithms import self_improve as si
 from jaxrl_reason.data.addition import AdditionTask
@@ -235,8 +236,6 @@ def test_baseline_trains_the_same_steps_on_gold_only(tmp_path):
     assert history[1]["kept"] == 0
     assert not (tmp_path / "labels").exists()
     # `evaluate` finds the run's per-model checkpoints and scores its final one
-    from jaxrl_reason import cli, evaluate
-
     out = evaluate.evaluate(str(tmp_path), task=AdditionTask(1, 2, scratchpad="none", reverse=True),
                             difficulties=(1, 2), per_difficulty=8, seed=0, max_new_tokens=8)
     assert out["step"] == 8 and out["n"] == 16
@@ -246,7 +245,5 @@ def test_baseline_trains_the_same_steps_on_gold_only(tmp_path):
 
 
 def test_vote_threshold_above_the_outputs_is_a_user_error(tmp_path):
-    from jaxrl_reason.cli import UserError
-
-    with pytest.raises(UserError, match="vote_threshold"):
+    with pytest.raises(cli.UserError, match="vote_threshold"):
         _run(tmp_path, num_models=1, samples_per_model=2, vote_threshold=3)
