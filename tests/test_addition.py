@@ -157,3 +157,17 @@ def test_reverse_format_round_trips():
         assert task.check(p, task.target(p)).correct
     with pytest.raises(ValueError, match="reverse"):
         AdditionTask(scratchpad="nye", reverse=True)
+
+
+def test_padded_answer_has_the_longer_operand_length_plus_one():
+    """Lee et al.'s format: the answer's length is fixed by the operands, so a label that drops
+    a digit is shorter than a right one and the length filter sees it."""
+    task = AdditionTask(scratchpad="none", reverse=True, pad_answer=True)
+    p = task.problem(624, 259)
+    assert (p.answer, task.target(p)) == ("0883", "A:3880\n")
+    assert task.check(p, "A:3880\n").correct
+    assert not task.check(p, "A:388\n").correct  # the unpadded sum is a different output
+    assert task.target(task.problem(7, 93015)) == "A:220390\n"  # 93022: width 5 + 1
+    assert task.target(task.problem(50, 50)) == "A:001\n"  # a carry out needs no pad
+    for p in itertools.islice(task.problems("train", 0), 100):
+        assert len(p.answer) == p.difficulty + 1 and task.check(p, task.target(p)).correct

@@ -88,8 +88,8 @@ def test_self_label_votes_across_models_then_filters_by_length():
     # votes: "0001" (3/3), "975" (2/3), "001" (2/3, wrong), "234" (2/3, the unfinished one
     # is no vote); the longest voted answer has 4 digits, so slack 0 keeps only 4-digit ones
     assert kept == [(prompts[0], "A:0001\n")]
-    assert stats == {"labeled": 4, "voted": 4, "kept": 1, "precision": 1.0,
-                     "precision_unfiltered": 0.75}
+    assert stats == {"labeled": 4, "voted": 4, "kept": 1, "right": 1, "first_right": 3,
+                     "precision": 1.0, "precision_unfiltered": 0.75}
     s.sampler.calls = 0
     kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, seed=0, vote_threshold=2,
                                 filter_length=True, length_slack=1)
@@ -144,7 +144,7 @@ def _run(workdir, **overrides):
     gin.clear_config()
     gin.parse_config(TINY)
     kwargs = dict(task=AdditionTask(1, 2, scratchpad="none", reverse=True), rounds=1,
-                  steps_round0=4, steps_per_round=4, num_gold=64, labels_per_round=16,
+                  steps_round0=4, steps_per_round=4, num_gold=64, label_inputs=16,
                   num_models=2, samples_per_model=2, temperature=1.0, vote_threshold=2,
                   batch_size=8, max_len=32, max_new_tokens=8, eval_per_length=8,
                   ckpt_every=2, log_every=2)
@@ -227,6 +227,31 @@ def test_round_labels_inputs_one_digit_longer(tmp_path, monkeypatch, equal):
          vote_threshold=1)
     assert len(seen) == 16 and all(max(pair) == 3 for pair in seen)  # L = 2, round 1
     assert all(pair == (3, 3) for pair in seen) == equal
+
+
+def test_labeling_continues_with_fresh_inputs_until_the_quota_is_kept(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(s, params_list, task, problems, cfg, seed, **kw):
+        calls.append([p.question for p in problems])
+        pairs = [(p.question, "A:0") for p in problems[:5]]
+        return pairs, si._precisions({"labeled": len(problems), "voted": 6, "kept": 5,
+                                      "right": 4, "first_right": 1})
+
+    monkeypatch.setattr(si, "self_label", fake)
+    task = AdditionTask(1, 2, scratchpad="none", reverse=True)
+    inputs = lambda p: si.mixed_length_problems(task, 8, 100 + p, "train", 3, exact=True)  # noqa: E731
+    kept, stats = si.collect_labels(None, [], task, inputs, None, 0, wanted=12, max_passes=5)
+    assert len(calls) == 3 and len(kept) == 15  # 5 + 5 < 12 <= 15
+    assert (stats["labeled"], stats["kept"], stats["passes"]) == (24, 15, 3)
+    assert stats["precision"] == 0.8
+    assert len({tuple(c) for c in calls}) == 3  # every pass labels fresh inputs
+    calls.clear()
+    si.collect_labels(None, [], task, inputs, None, 0, wanted=10**6, max_passes=2)
+    assert len(calls) == 2  # the cap ends a round that cannot reach its quota
+    calls.clear()
+    _run(tmp_path, labels_per_round=12, max_label_passes=5)  # the job passes fresh inputs too
+    assert len(calls) == 3 and len({tuple(c) for c in calls}) == 3
 
 
 def test_baseline_trains_the_same_steps_on_gold_only(tmp_path):

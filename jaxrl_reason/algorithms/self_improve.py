@@ -1,7 +1,8 @@
 """Self-improvement for length generalization (Lee et al. 2025; ALGORITHMS.md section 2).
 
 Round 0 trains on gold labels of 1..L digit additions (operand lengths drawn independently).
-Round r = 1..R: the models LABEL fresh additions whose longer operand has L+r digits, two filters
+Round r = 1..R: the models LABEL fresh additions whose longer operand has L+r digits (pass after
+pass of `label_inputs` inputs, until `labels_per_round` labels are kept), two filters
 keep the trustworthy self-labels (never the truth: the checker only reports how precise the kept
 labels were), and training RESUMES from the previous round's params with a re-warmed optimizer
 (fresh moments, warmup, decay within the round). The baseline `self_label_rounds=False` runs the
@@ -32,7 +33,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gin
 import jax
@@ -172,10 +173,31 @@ def self_label(s: common.Setup, params_list: Sequence, task: AdditionTask,
         labels = [lb if k else None for lb, k in zip(labels, keep, strict=True)]
     kept = [(task.prompt(p), lb) for p, lb in zip(problems, labels, strict=True) if lb is not None]
     right = sum(c.correct for c, lb in zip(checks, labels, strict=True) if lb is not None)
-    stats = {"labeled": len(problems), "voted": voted, "kept": len(kept),
-             "precision": right / max(len(kept), 1),
-             "precision_unfiltered": sum(first) / max(len(first), 1)}
-    return kept, stats
+    return kept, _precisions({"labeled": len(problems), "voted": voted, "kept": len(kept),
+                              "right": right, "first_right": sum(first)})
+
+
+def _precisions(counts: dict) -> dict:
+    """The counts plus the kept labels' precision and model 0's unfiltered precision."""
+    return {**counts, "precision": counts["right"] / max(counts["kept"], 1),
+            "precision_unfiltered": counts["first_right"] / max(counts["labeled"], 1)}
+
+
+def collect_labels(s: common.Setup, params_list: Sequence, task: AdditionTask,
+                   inputs: Callable[[int], list[Problem]], cfg: SamplingConfig, seed: int, *,
+                   wanted: int, max_passes: int, **filters) -> tuple[list[Pair], dict]:
+    """Labels pass after pass of fresh inputs (`inputs(p)` for pass p) until `wanted` labels
+    are kept or `max_passes` passes are done, as the paper labels until its quota is met: the
+    further a round reaches past what the models know, the fewer inputs pass the filters."""
+    kept: list[Pair] = []
+    counts: collections.Counter = collections.Counter()
+    for p in range(max_passes):
+        pairs, stats = self_label(s, params_list, task, inputs(p), cfg, seed + p, **filters)
+        kept += pairs
+        counts.update({k: stats[k] for k in ("labeled", "voted", "kept", "right", "first_right")})
+        if len(kept) >= wanted:
+            break
+    return kept, _precisions({**counts, "passes": p + 1})
 
 
 def _round_summaries(workdir: str) -> list[dict]:
@@ -212,7 +234,9 @@ def self_improve(
     steps_round0: int = 1500,
     steps_per_round: int = 500,
     num_gold: int = 20_000,
-    labels_per_round: int = 2000,
+    label_inputs: int = 2000,
+    labels_per_round: int = 0,
+    max_label_passes: int = 1,
     num_models: int = 1,
     samples_per_model: int = 1,
     temperature: float = 0.7,
@@ -280,16 +304,19 @@ def self_improve(
                 with open(path) as f:
                     saved = json.load(f)
             else:  # every model is exactly at the end of round r - 1 here (see module doc)
-                problems = (
-                    mixed_length_problems(task, labels_per_round, seed * 1000 + r, "train",
-                                          top + r, exact=True)
-                    if independent_lengths and not equal_length_labels
-                    else task.problems_of_length(top + r, labels_per_round, seed * 1000 + r,
-                                                 split="train"))
-                kept, stats = self_label(s, [st["params"] for st in states], task, problems,
-                                         labeling, seed * 1000 + r,
-                                         vote_threshold=vote_threshold,
-                                         filter_length=filter_length, length_slack=length_slack)
+                def inputs(p: int, r: int = r) -> list[Problem]:
+                    pass_seed = seed * 1000 + r + 100_000 * p  # pass 0: the round's seed
+                    if independent_lengths and not equal_length_labels:
+                        return mixed_length_problems(task, label_inputs, pass_seed, "train",
+                                                     top + r, exact=True)
+                    return task.problems_of_length(top + r, label_inputs, pass_seed,
+                                                   split="train")
+
+                kept, stats = collect_labels(
+                    s, [st["params"] for st in states], task, inputs, labeling, seed * 1000 + r,
+                    wanted=labels_per_round, max_passes=max_label_passes,
+                    vote_threshold=vote_threshold, filter_length=filter_length,
+                    length_slack=length_slack)
                 saved = {"pairs": kept, "stats": stats}
                 _save_json(path, saved)
             sources.append([tuple(p) for p in saved["pairs"]])

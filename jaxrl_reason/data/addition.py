@@ -8,6 +8,9 @@ Scratchpads (`scratchpad=`):
 - "none": the answer alone, "A:883\\n".
 With `reverse=True` (length generalization, Lee et al. 2025) every number in the prompt and
 answer is written least significant digit first: prompt "426+952\\n", answer line "A:388".
+With `pad_answer=True` (Lee et al. 2025's format) the answer always has one digit more than the
+longer operand, zero-padded: "A:3880". Its length is then fixed by the operands, so a model that
+stops early or drops a digit writes a label the length filter can see.
 
 Train and test problems are disjoint by construction: an operand pair belongs to the test
 split iff a stable hash of the unordered pair falls in the test bucket, so no seed or digit
@@ -54,6 +57,7 @@ class AdditionTask:
         max_digits: int = 5,
         scratchpad: str = "columns",
         reverse: bool = False,
+        pad_answer: bool = False,
         test_size: int = 1000,
     ):
         if not 1 <= min_digits <= max_digits:
@@ -68,16 +72,19 @@ class AdditionTask:
         self.max_digits = max_digits
         self.scratchpad = scratchpad
         self.reverse = reverse
+        self.pad_answer = pad_answer
         self.test_size = test_size
 
     def problem(self, a: int, b: int) -> Problem:
-        """The problem a+b; its difficulty is the longer operand's digit count."""
+        """The problem a+b; its difficulty is the longer operand's digit count. The answer is
+        the sum as written (zero-padded to the longer operand's length + 1 with `pad_answer`)."""
         sa, sb = str(a), str(b)
         lines = SCRATCHPADS[self.scratchpad](sa, sb)
         rationale = "".join(ln + "\n" for ln in lines)
+        width = max(len(sa), len(sb)) + 1 if self.pad_answer else 0
         return Problem(
             question=f"{a}+{b}",
-            answer=str(a + b),
+            answer=str(a + b).zfill(width),
             rationale=rationale,
             difficulty=max(len(sa), len(sb)),
             meta={"a": a, "b": b},
