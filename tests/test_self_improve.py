@@ -269,6 +269,11 @@ def test_baseline_trains_the_same_steps_on_gold_only(tmp_path):
         evaluate.evaluate(str(tmp_path), task=AdditionTask(1, 2), model=1)
 
 
-def test_vote_threshold_above_the_outputs_is_a_user_error(tmp_path):
-    with pytest.raises(cli.UserError, match="vote_threshold"):
-        _run(tmp_path, num_models=1, samples_per_model=2, vote_threshold=3)
+@pytest.mark.parametrize("bad, match", [
+    (dict(num_models=1, samples_per_model=2, vote_threshold=3), "vote_threshold"),
+    (dict(max_label_passes=0), "max_label_passes=0"),
+    (dict(label_inputs=0), "label_inputs=0"),
+])
+def test_impossible_labeling_settings_are_user_errors(tmp_path, bad, match):
+    with pytest.raises(cli.UserError, match=match):
+        _run(tmp_path, **bad)

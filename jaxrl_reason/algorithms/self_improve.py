@@ -186,13 +186,16 @@ def _precisions(counts: dict) -> dict:
 def collect_labels(s: common.Setup, params_list: Sequence, task: AdditionTask,
                    inputs: Callable[[int], list[Problem]], cfg: SamplingConfig, seed: int, *,
                    wanted: int, max_passes: int, **filters) -> tuple[list[Pair], dict]:
-    """Labels pass after pass of fresh inputs (`inputs(p)` for pass p) until `wanted` labels
-    are kept or `max_passes` passes are done, as the paper labels until its quota is met: the
-    further a round reaches past what the models know, the fewer inputs pass the filters."""
+    """Labels pass after pass of fresh inputs until `wanted` labels are kept or `max_passes`
+    passes are done, as the paper labels until its quota is met: the further a round reaches
+    past what the models know, the fewer inputs pass the filters. Pass p draws `inputs(seed')`
+    and samples with seed' = seed + 100_000 * p (pass 0: `seed` itself)."""
     kept: list[Pair] = []
     counts: collections.Counter = collections.Counter()
     for p in range(max_passes):
-        pairs, stats = self_label(s, params_list, task, inputs(p), cfg, seed + p, **filters)
+        pass_seed = seed + 100_000 * p
+        pairs, stats = self_label(s, params_list, task, inputs(pass_seed), cfg, pass_seed,
+                                  **filters)
         kept += pairs
         counts.update({k: stats[k] for k in ("labeled", "voted", "kept", "right", "first_right")})
         if len(kept) >= wanted:
@@ -261,6 +264,9 @@ def self_improve(
         raise cli.UserError(
             f"self_improve.vote_threshold={vote_threshold} exceeds the "
             f"{num_models * samples_per_model} outputs per input (num_models x samples_per_model)")
+    if label_inputs < 1 or max_label_passes < 1:
+        raise cli.UserError(f"self_improve.label_inputs={label_inputs} and max_label_passes="
+                            f"{max_label_passes} must both be >= 1")
     top = task.max_digits
     eval_digits = tuple(eval_digits or range(1, top + rounds + 2))
     lengths = [steps_round0] + [steps_per_round] * rounds
@@ -304,8 +310,7 @@ def self_improve(
                 with open(path) as f:
                     saved = json.load(f)
             else:  # every model is exactly at the end of round r - 1 here (see module doc)
-                def inputs(p: int, r: int = r) -> list[Problem]:
-                    pass_seed = seed * 1000 + r + 100_000 * p  # pass 0: the round's seed
+                def inputs(pass_seed: int, r: int = r) -> list[Problem]:
                     if independent_lengths and not equal_length_labels:
                         return mixed_length_problems(task, label_inputs, pass_seed, "train",
                                                      top + r, exact=True)
