@@ -5,8 +5,11 @@ their time is importing) and each test checks one."""
 
 import subprocess
 
+import gin
 import pytest
 from conftest import REPO, job_command
+
+from jaxrl_reason import registry  # noqa: F401  (registers every configurable)
 
 SFT, GIN_FILE = "jaxrl_reason.sft", "configs/sft_addition.gin"
 CASES = {  # name: (job, gin file, gin bindings)
@@ -80,3 +83,15 @@ def test_required_binding_missing(results):
 
 def test_sample_without_a_checkpoint(results):
     assert "no checkpoint" in error_line(results["sample_without_checkpoint"])
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.gin")))
+def test_every_shipped_config_parses(name, monkeypatch):
+    """A typo in a shipped config (an unknown configurable or parameter) fails here, not in a
+    user's run; `include` paths are relative to the repo root, as the README runs them."""
+    monkeypatch.chdir(REPO)
+    gin.clear_config()
+    try:
+        gin.parse_config_file(f"configs/{name}")
+    finally:
+        gin.clear_config()

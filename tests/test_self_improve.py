@@ -213,8 +213,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
             np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("equal", [True, False])
-def test_round_labels_inputs_one_digit_longer(tmp_path, monkeypatch, equal):
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_round_labels_inputs_one_digit_longer(tmp_path, monkeypatch, share):
     seen = []
     real = si.self_label
 
@@ -223,10 +223,13 @@ def test_round_labels_inputs_one_digit_longer(tmp_path, monkeypatch, equal):
         return real(s, params_list, task, problems, *args, **kw)
 
     monkeypatch.setattr(si, "self_label", spy)
-    _run(tmp_path, equal_length_labels=equal, num_models=1, samples_per_model=1,
+    _run(tmp_path, equal_length_share=share, num_models=1, samples_per_model=1,
          vote_threshold=1)
     assert len(seen) == 16 and all(max(pair) == 3 for pair in seen)  # L = 2, round 1
-    assert all(pair == (3, 3) for pair in seen) == equal
+    n_equal = round(16 * share)
+    assert all(pair == (3, 3) for pair in seen[:n_equal])
+    # the mixed rest draws the shorter operand from 1..3: never all two 3-digit operands
+    assert share == 1.0 or any(pair != (3, 3) for pair in seen[n_equal:])
 
 
 def test_labeling_continues_with_fresh_inputs_until_the_quota_is_kept(tmp_path, monkeypatch):
@@ -273,6 +276,7 @@ def test_baseline_trains_the_same_steps_on_gold_only(tmp_path):
     (dict(num_models=1, samples_per_model=2, vote_threshold=3), "vote_threshold"),
     (dict(max_label_passes=0), "max_label_passes=0"),
     (dict(label_inputs=0), "label_inputs=0"),
+    (dict(equal_length_share=1.5), "equal_length_share=1.5"),
 ])
 def test_impossible_labeling_settings_are_user_errors(tmp_path, bad, match):
     with pytest.raises(cli.UserError, match=match):

@@ -7,8 +7,9 @@ keep the trustworthy self-labels (never the truth: the checker only reports how 
 labels were), and training RESUMES from the previous round's params with a re-warmed optimizer
 (fresh moments, warmup, decay within the round). The baseline `self_label_rounds=False` runs the
 same rounds, steps and schedule on gold data only. The newest round's labels fill ~half of every
-batch; the rest is drawn uniformly from older data. `equal_length_labels` labels only additions
-of two L+r digit operands instead (measured worse: docs/self_improve.md).
+batch; the rest is drawn uniformly from older data. A fraction `equal_length_share` of each
+pass's inputs are additions of two L+r digit operands, the shape the vote otherwise starves
+(measured worse at 0.5 and at 1.0: docs/self_improve.md).
 
 Filters, because one wrong label trained on makes the next round's labels worse (the paper's
 "error avalanche"):
@@ -233,7 +234,7 @@ def self_improve(
     rounds: int = 3,
     self_label_rounds: bool = True,
     independent_lengths: bool = True,
-    equal_length_labels: bool = False,
+    equal_length_share: float = 0.0,
     steps_round0: int = 1500,
     steps_per_round: int = 500,
     num_gold: int = 20_000,
@@ -264,6 +265,9 @@ def self_improve(
         raise cli.UserError(
             f"self_improve.vote_threshold={vote_threshold} exceeds the "
             f"{num_models * samples_per_model} outputs per input (num_models x samples_per_model)")
+    if not 0.0 <= equal_length_share <= 1.0:
+        raise cli.UserError(
+            f"self_improve.equal_length_share={equal_length_share} must be in [0, 1]")
     if label_inputs < 1 or max_label_passes < 1:
         raise cli.UserError(f"self_improve.label_inputs={label_inputs} and max_label_passes="
                             f"{max_label_passes} must both be >= 1")
@@ -311,11 +315,11 @@ def self_improve(
                     saved = json.load(f)
             else:  # every model is exactly at the end of round r - 1 here (see module doc)
                 def inputs(pass_seed: int, r: int = r) -> list[Problem]:
-                    if independent_lengths and not equal_length_labels:
-                        return mixed_length_problems(task, label_inputs, pass_seed, "train",
-                                                     top + r, exact=True)
-                    return task.problems_of_length(top + r, label_inputs, pass_seed,
-                                                   split="train")
+                    n_equal = (round(label_inputs * equal_length_share) if independent_lengths
+                               else label_inputs)
+                    equal = task.problems_of_length(top + r, n_equal, pass_seed, split="train")
+                    return equal + mixed_length_problems(task, label_inputs - n_equal, pass_seed,
+                                                         "train", top + r, exact=True)
 
                 kept, stats = collect_labels(
                     s, [st["params"] for st in states], task, inputs, labeling, seed * 1000 + r,
