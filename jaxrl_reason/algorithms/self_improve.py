@@ -286,6 +286,8 @@ def self_improve(
     else:
         gold_problems = list(itertools.islice(task.problems("train", seed), num_gold))
     gold = [(task.prompt(p), task.target(p)) for p in gold_problems]
+    # labeling inputs per pass with two L+r digit operands (all of them without independent lengths)
+    n_equal = round(label_inputs * equal_length_share) if independent_lengths else label_inputs
     eval_set = [p for n in eval_digits for p in task.problems_of_length(n, eval_per_length, seed)]
     greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     labeling = SamplingConfig(max_new_tokens=max_new_tokens, n=samples_per_model,
@@ -315,8 +317,6 @@ def self_improve(
                     saved = json.load(f)
             else:  # every model is exactly at the end of round r - 1 here (see module doc)
                 def inputs(pass_seed: int, r: int = r) -> list[Problem]:
-                    n_equal = (round(label_inputs * equal_length_share) if independent_lengths
-                               else label_inputs)
                     equal = task.problems_of_length(top + r, n_equal, pass_seed, split="train")
                     return equal + mixed_length_problems(task, label_inputs - n_equal, pass_seed,
                                                          "train", top + r, exact=True)
