@@ -28,6 +28,11 @@ from jaxrl_reason.rewards.answers import (
         ("no numbers here", None),
         ("unclosed \\boxed{12 and then 5", "5"),
         ("####", None),
+        ("The answer is \\boxed{1{,}000}.", "1{,}000"),
+        ("the hall seats 1{,}000 people", "1{,}000"),
+        ("about 12{,}345{,}678 stars", "12{,}345{,}678"),
+        ("a prize of $10,\\!000$ in all", "10,\\!000"),
+        ("a run of 1\\,500 m", "1\\,500"),
     ],
 )
 def test_extract_answer(text, expected):
@@ -56,6 +61,19 @@ def test_parse_answer_line():
         ("-\\frac{1}{2}", "-0.5"),
         ("\\$5.50", "5.5"),
         ("0.3333333333", "1/3"),
+        ("1{,}000", "1000"),
+        ("12{,}345{,}678", "12345678"),
+        ("\\$1{,}000.50", "1000.5"),
+        ("10,\\!000", "10000"),
+        ("1\\,500", "1500"),
+        ("The answer is \\boxed{42}.", "42"),
+        ("\\boxed{1{,}000}", "1,000"),
+        ("\\(42\\)", "42"),
+        ("\\[-7\\]", "-7"),
+        ("\\dfrac{3}{4}", "0.75"),
+        ("\\boxed{-\\tfrac{1}{2}}", "-0.5"),
+        ("\\cfrac{1}{4}", "0.25"),
+        ("\\frac12", "0.5"),
     ],
 )
 def test_numbers_equal(pred, gold):
@@ -65,10 +83,35 @@ def test_numbers_equal(pred, gold):
 
 @pytest.mark.parametrize(
     "pred, gold",
-    [("1,000", "100"), ("3/4", "0.7"), ("18", "-18"), ("0.333", "1/3"), ("abc", "1"), ("", "0")],
+    [
+        ("1,000", "100"),
+        ("3/4", "0.7"),
+        ("18", "-18"),
+        ("0.333", "1/3"),
+        ("abc", "1"),
+        ("", "0"),
+        ("3{,}14", "314"),  # a decimal comma, not a thousands separator
+        ("1{,}00", "100"),
+        ("The answer is \\boxed{41}.", "42"),
+        ("\\boxed{42} at first, then \\boxed{41}", "42"),  # the last box is the answer
+    ],
 )
 def test_numbers_not_equal(pred, gold):
     assert not numbers_equal(pred, gold)
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "She sells 4 boxes of 250, so the total is \\boxed{1{,}000}.",
+        "4 * 250 = <<4*250=1000>>1000\n#### 1{,}000",
+        "So the hall seats 1{,}000.",
+        "So the hall seats $1,\\!000$.",
+    ],
+)
+def test_extracted_latex_thousands_match_a_gsm8k_answer(completion):
+    """The path of `Gsm8kTask.check`: extraction, then numeric equality with the gold "1000"."""
+    assert numbers_equal(extract_answer(completion), "1000")
 
 
 def test_parse_number_rejects_non_numbers():
@@ -99,6 +142,18 @@ def test_parse_number_rejects_non_numbers():
         ("\\frac{\\pi}{2}", "\\pi/2"),
         ("x^2 - 1", "(x-1)(x+1)"),
         ("\\sqrt[3]{27}", "3"),
+        ("The answer is \\boxed{42}.", "42"),
+        ("\\text{The answer is }\\boxed{\\dfrac{1}{2}}.", "0.5"),
+        ("so $x = \\boxed{5}$", "5"),
+        ("Hence \\boxed{(1, 2]}.", "(1,2]"),
+        ("1{,}000", "1000"),
+        ("\\boxed{1{,}000}", "1,000"),
+        ("\\boxed{\\$1{,}000}", "1000"),
+        ("\\boxed{10{,}000\\text{ dollars}}", "10000"),
+        ("(1{,}2)", "(1,2)"),
+        ("\\(\\frac{1}{2}\\)", "0.5"),
+        ("\\[\\boxed{\\sqrt{8}}\\]", "2\\sqrt{2}"),
+        ("\\cfrac{1}{2}", "\\frac12"),
     ],
 )
 def test_answers_equal(pred, gold):
@@ -122,6 +177,11 @@ def test_answers_equal(pred, gold):
         ("__import__('os')", "__import__('os')x"),
         ("exit()", "0"),
         ("(1,2)", "1,2x"),
+        ("The answer is \\boxed{41}.", "42"),
+        ("\\boxed{42} at first, then \\boxed{41}", "42"),
+        ("3{,}14", "314"),
+        ("1{,}000", "100"),
+        ("\\boxed{1{,}000}", "1,001"),
     ],
 )
 def test_answers_not_equal(pred, gold):

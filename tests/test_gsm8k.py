@@ -12,21 +12,31 @@ from jaxrl_reason.data.gsm8k import Gsm8kTask, load_gsm8k, record_to_problem
 from jaxrl_reason.data.pipeline import input_pipeline
 from jaxrl_reason.rewards.steps import calculator_annotations, gsm8k_calculator_steps, value_matches
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared/data/gsm8k"
+# Made-up GSM8K-shaped rows (not from the data set), so these tests run in every clone.
+FIXTURE = Path(__file__).resolve().parent / "fixtures/gsm8k"
+# The real data set: $JAXRL_REASON_GSM8K_DIR, else the shared/ dir beside the repo.
+REAL = gsm8k.default_manual_dir()
 
 
-def _lines(split):
-    if not (SHARED / f"{split}.jsonl").is_file():
-        pytest.skip(f"GSM8K data not found at {SHARED} (the shared/ dir beside the repo)")
-    return (SHARED / f"{split}.jsonl").read_text().splitlines()
+@pytest.fixture(scope="module", params=["fixture", "real"])
+def manual(request) -> Path:
+    """The manual dir the data tests read: the fixture rows, then the real data set if present."""
+    if request.param == "fixture":
+        return FIXTURE
+    if REAL is None or not all((REAL / f"{s}.jsonl").is_file() for s in gsm8k.SPLITS):
+        pytest.skip(f"no GSM8K data at ${gsm8k.ENV_VAR} or in the shared/ dir beside the repo")
+    return REAL
+
+
+def _lines(manual, split):
+    return (manual / f"{split}.jsonl").read_text().splitlines()
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """The full dataset, built once from the shared JSONL into a tmp data_dir (~4 s)."""
-    _lines("train")
+def data_dir(manual, tmp_path_factory):
+    """The TFDS dataset, built once per manual dir into a tmp data_dir (~4 s for the real one)."""
     path = tmp_path_factory.mktemp("tfds")
-    load_gsm8k("test", SHARED, str(path))
+    load_gsm8k("test", manual, str(path))
     return str(path)
 
 
@@ -99,39 +109,41 @@ def test_eval_pipeline_is_one_ordered_pass_and_shards_are_disjoint():
 # ---------------------------------------------------------------- TFDS builder
 
 
-def test_builder_yields_every_row_in_file_order(data_dir):
+def test_builder_yields_every_row_in_file_order(manual, data_dir):
     for split in ("train", "test"):
-        lines = _lines(split)
+        lines = _lines(manual, split)
         source = load_gsm8k(split, data_dir=data_dir)
         assert len(source) == len(lines)
-        for i in (0, len(lines) // 2, len(lines) - 1):
+        for i in [*range(min(20, len(lines))), len(lines) // 2, len(lines) - 1]:
             row = json.loads(lines[i])
             problem = record_to_problem(source[i])
             assert problem.question == row["question"]
             assert problem.rationale == row["answer"].split("####")[0].strip()
             assert problem.answer == row["answer"].split("####")[1].strip().replace(",", "")
-    assert len(load_gsm8k("train[:100]", data_dir=data_dir)) == 100
+    n = min(100, len(_lines(manual, "train")) - 1)
+    assert len(load_gsm8k(f"train[:{n}]", data_dir=data_dir)) == n
 
 
-def test_builder_from_truncated_manual_dir(tmp_path):
-    manual = tmp_path / "manual"
-    manual.mkdir()
-    for split, n in (("train", 100), ("test", 20)):
-        (manual / f"{split}.jsonl").write_text("\n".join(_lines(split)[:n]) + "\n")
-    assert len(load_gsm8k("train", manual, str(tmp_path / "tfds"))) == 100
-    assert len(load_gsm8k("test", manual, str(tmp_path / "tfds"))) == 20
+def test_builder_from_truncated_manual_dir(manual, tmp_path):
+    truncated = tmp_path / "manual"
+    truncated.mkdir()
+    sizes = {s: min(n, len(_lines(manual, s)) // 2) for s, n in (("train", 100), ("test", 20))}
+    for split, n in sizes.items():
+        (truncated / f"{split}.jsonl").write_text("\n".join(_lines(manual, split)[:n]) + "\n")
+    for split, n in sizes.items():
+        assert len(load_gsm8k(split, truncated, str(tmp_path / "tfds"))) == n
 
 
-def test_bad_jsonl_line_names_file_and_line(tmp_path):
-    manual = tmp_path / "manual"
-    manual.mkdir()
-    (manual / "train.jsonl").write_text("\n".join(_lines("train")[:4] + ['{"question": "q"']))
-    (manual / "test.jsonl").write_text(_lines("test")[0] + "\n")
-    with pytest.raises(ValueError, match=re.escape(f"{manual / 'train.jsonl'}:5: bad GSM8K row")):
-        load_gsm8k("train", manual, str(tmp_path / "tfds"))
-    (manual / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "no hashes"}))
+def test_bad_jsonl_line_names_file_and_line(manual, tmp_path):
+    bad = tmp_path / "manual"
+    bad.mkdir()
+    (bad / "train.jsonl").write_text("\n".join(_lines(manual, "train")[:4] + ['{"question": "q"']))
+    (bad / "test.jsonl").write_text(_lines(manual, "test")[0] + "\n")
+    with pytest.raises(ValueError, match=re.escape(f"{bad / 'train.jsonl'}:5: bad GSM8K row")):
+        load_gsm8k("train", bad, str(tmp_path / "tfds"))
+    (bad / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "no hashes"}))
     with pytest.raises(ValueError, match="train.jsonl:1: bad GSM8K row"):
-        load_gsm8k("train", manual, str(tmp_path / "tfds2"))
+        load_gsm8k("train", bad, str(tmp_path / "tfds2"))
 
 
 def test_missing_manual_dir_says_how_to_point_at_it(tmp_path, monkeypatch):
@@ -149,27 +161,33 @@ def test_missing_manual_dir_says_how_to_point_at_it(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- task
 
 
-def test_task_streams(data_dir):
+def test_task_streams(manual, data_dir):
     task = Gsm8kTask(data_dir=data_dir)
+    test_lines, train_lines = _lines(manual, "test"), _lines(manual, "train")
     test = list(task.problems("test", 0))
-    assert [p.question for p in test[:3]] == [json.loads(r)["question"] for r in _lines("test")[:3]]
-    assert len(test) == len(_lines("test"))
-    first = [p.question for p in itertools.islice(task.problems("train", 0), 20)]
-    assert first == [p.question for p in itertools.islice(task.problems("train", 0), 20)]
-    assert first != [p.question for p in itertools.islice(task.problems("train", 1), 20)]
-    assert first != [json.loads(r)["question"] for r in _lines("train")[:20]]
+    assert [p.question for p in test[:3]] == [json.loads(r)["question"] for r in test_lines[:3]]
+    assert len(test) == len(test_lines)
+    n = min(20, len(train_lines))
+    first = [p.question for p in itertools.islice(task.problems("train", 0), n)]
+    assert first == [p.question for p in itertools.islice(task.problems("train", 0), n)]
+    assert first != [p.question for p in itertools.islice(task.problems("train", 1), n)]
+    assert first != [json.loads(r)["question"] for r in train_lines[:n]]
 
 
-def test_prompt_target_and_answer_check(data_dir):
+def test_prompt_target_and_answer_check(manual, data_dir):
     task = Gsm8kTask(data_dir=data_dir)
     p = record_to_problem(load_gsm8k("train", data_dir=data_dir)[0])
+    rationale, answer = json.loads(_lines(manual, "train")[0])["answer"].split("####")
+    answer = answer.strip()  # an integer in both files' first row: 72 in GSM8K
     assert task.prompt(p) == f"Question: {p.question}\nAnswer:\n"
-    assert "The answer is 72" in task.prompt(p, hint="72") and "72" not in task.prompt(p)
-    assert task.target(p).endswith("altogether in April and May.\n#### 72")
+    assert f"(The answer is {answer}.)" in task.prompt(p, hint=answer)
+    assert task.target(p) == f"{rationale.strip()}\n#### {answer}"
     assert task.check(p, task.target(p)).correct
-    assert task.check(p, "so 72.0 clips").correct  # last number, numeric equality
-    wrong = task.check(p, task.target(p).replace("#### 72", "#### 73"))
-    assert (wrong.answer, wrong.correct, wrong.steps) == ("73", False, None)
+    assert task.check(p, f"so {answer}.0 in all").correct  # last number, numeric equality
+    assert task.check(p, f"The answer is \\boxed{{{answer}}}.").correct
+    bumped = str(int(answer) + 1)
+    wrong = task.check(p, task.target(p).replace(f"#### {answer}", f"#### {bumped}"))
+    assert (wrong.answer, wrong.correct, wrong.steps) == (bumped, False, None)
     assert not task.check(p, "no idea").correct
 
 
@@ -179,19 +197,21 @@ def test_prompt_target_and_answer_check(data_dir):
 def test_gold_rationales_check_correct_step_by_step(data_dir, executor):
     task = Gsm8kTask(data_dir=data_dir, executor=executor)
     source = load_gsm8k("train", data_dir=data_dir)
+    n = min(50, len(source))
     annotated = 0
-    for i in range(50):
+    for i in range(n):
         p = record_to_problem(source[i])
         check = task.check(p, task.target(p))
         assert check.correct and check.steps == [True] * p.difficulty, (i, check)
         annotated += "<<" in p.rationale
-    assert annotated >= 45
+    assert annotated >= 0.9 * n
 
 
 def test_corrupted_annotation_fails_at_exactly_that_step(data_dir, executor):
     source = load_gsm8k("train", data_dir=data_dir)
+    n = min(20, len(source))
     corrupted = 0
-    for i in range(20):
+    for i in range(n):
         lines = record_to_problem(source[i]).rationale.split("\n")
         k = next((j for j, ln in enumerate(lines) if calculator_annotations(ln)), None)
         if k is None:
@@ -201,7 +221,7 @@ def test_corrupted_annotation_fails_at_exactly_that_step(data_dir, executor):
         steps = gsm8k_calculator_steps("\n".join(lines), executor)
         assert steps == [j != k for j in range(len(lines))], (i, lines[k])
         corrupted += 1
-    assert corrupted >= 15
+    assert corrupted >= 0.75 * n
 
 
 def test_malformed_or_unsafe_annotations_are_wrong_steps(executor):

@@ -32,11 +32,16 @@ def parse_answer_line(completion: str, tag: str = "A:") -> str | None:
     return None
 
 
-_NUMBER_IN_TEXT = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+# Thousands separators as written in text and LaTeX: "1,000", "1{,}000", "1,\\!000", "1\\,000".
+_SEPARATOR = r"(?:,|\{,\}|,\\!|\\,)"
+_NUMBER_IN_TEXT = re.compile(
+    rf"-?(?:\d{{1,3}}(?:{_SEPARATOR}\d{{3}})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+"
+)
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer: GSM8K's `#### n`, else the last `\\boxed{}`, else the last number."""
+    """The final answer: GSM8K's `#### n`, else the last `\\boxed{}`, else the last number
+    (thousands separated by ",", "{,}", ",\\!" or "\\," stay one number)."""
     hashes = text.rfind("####")
     if hashes >= 0:
         answer = text[hashes + 4 :].split("\n", 1)[0].strip()
@@ -115,20 +120,30 @@ _DROP = [
     "%",
     "\\$",
     "$",
+    "\\(",
+    "\\)",
+    "\\[",
+    "\\]",
 ]
 _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox|operatorname)\{")
+_FRAC_VARIANT = re.compile(r"\\[dtc]frac")
 _SHORT_FRAC = re.compile(r"\\frac(\d)(\d)")
 _SHORT_SQRT = re.compile(r"\\sqrt(\d)")
 _VARIABLE_PREFIX = re.compile(r"[a-zA-Z]\w*=(?!=)")
 
 
 def _strip_decorations(text: str) -> str:
+    """The last box's content (the box may sit in a sentence) without math delimiters, LaTeX
+    spacing, %, $, degree signs or a trailing period; `{,}` as ",", one spelling of \\frac."""
     s = text.strip()
     boxed = last_boxed(s)
-    if boxed is not None and s.startswith(("\\boxed{", "\\fbox{")):
+    if boxed is not None:
         s = boxed
     for token in _DROP:
         s = s.replace(token, "")
+    s = s.replace("{,}", ",")  # LaTeX's unspaced comma: "1{,}000"
+    s = _FRAC_VARIANT.sub(r"\\frac", s)
+    s = _SHORT_FRAC.sub(r"\\frac{\1}{\2}", s)
     return s.strip().rstrip(".").strip()
 
 
@@ -136,8 +151,6 @@ def normalize(text: str) -> str:
     """A canonical spelling: no boxes, text wrappers, units in \\text, spaces, degree or % signs."""
     s = _strip_decorations(text)
     s = _unwrap_text(s)
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = _SHORT_FRAC.sub(r"\\frac{\1}{\2}", s)
     s = _SHORT_SQRT.sub(r"\\sqrt{\1}", s)
     s = re.sub(r"\s+", "", s)
     if _VARIABLE_PREFIX.match(s) and s.count("=") == 1:
