@@ -147,8 +147,8 @@ def plan(
 def _ensure_cpu_collectives() -> None:
     """Cross-process computations on CPU need a collectives library: gloo, unless one was chosen.
 
-    JAX before 0.5 left it unset (CPU processes then cannot compute together); it only affects
-    the CPU client, so GPU and TPU runs are unchanged."""
+    Older JAX releases left it unset (CPU processes then cannot compute together); it only affects
+    the CPU client, so computations on GPU or TPU devices are unchanged."""
     if jax.config.jax_cpu_collectives_implementation is None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
