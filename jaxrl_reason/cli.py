@@ -1,7 +1,8 @@
 """Shared wiring for every `python -m jaxrl_reason.<job>`: flags, gin, workdir, distributed start.
 
-Errors a user can cause (a bad gin binding, a missing gin file) end the job with one line
-naming what to fix instead of a traceback.
+Errors a user can cause (a bad gin binding, a config value of the wrong type or range, a missing
+file) end the job with exit code 2 and one `error:` line naming what to fix, never a traceback.
+Only process 0 writes the workdir's config.gin.
 """
 
 from __future__ import annotations
@@ -13,15 +14,22 @@ from collections.abc import Callable, Sequence
 import gin
 from absl import app, flags, logging
 
-from jaxrl_reason import parallel
+from jaxrl_reason import distributed, files
+from jaxrl_reason.errors import UserError
 
 FLAGS = flags.FLAGS
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 flags.DEFINE_multi_string("gin_file", [], "Gin config files (later ones override earlier ones).")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. --gin_param='train.steps = 100'.")
 flags.DEFINE_string(
-    "workdir", None, "Run directory: config, metrics, checkpoints. Re-use it to resume."
+    "workdir", None, "Run directory: config, metrics, checkpoints. Re-use it to resume. "
+    "A gs:// path works with gcsfs installed."
 )
+flags.DEFINE_string("coordinator_address", None,
+                    "Multi-process runs: host:port of process 0's coordinator (else detected: "
+                    "TPU VM slices, SLURM, Open MPI).")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index.")
 
 
 # With fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N) on a small machine,
@@ -31,32 +39,29 @@ if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
     os.environ.setdefault("NPROC", "16")
 
 
-class UserError(Exception):
-    """An error the user fixes by changing a flag, a binding or a path."""
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def parse_gin(files: Sequence[str], params: Sequence[str]) -> None:
+def parse_gin(files_: Sequence[str], params: Sequence[str]) -> None:
     """Parses gin files and bindings, turning gin's errors into one line that names the culprit."""
-    for f in files:
+    for f in files_:
         if not os.path.exists(f):
             raise UserError(f"--gin_file={f}: no such file (paths are relative to {os.getcwd()})")
     try:
-        gin.parse_config_files_and_bindings(files, params, finalize_config=False)
+        gin.parse_config_files_and_bindings(files_, params, finalize_config=False)
     except (ValueError, SyntaxError, TypeError) as e:
-        msg = str(e).strip().splitlines()[0]
         raise UserError(
-            f"bad gin config ({msg}); check --gin_file {list(files)} and --gin_param {list(params)}"
+            f"bad gin config ({_first_line(e)}); check --gin_file {list(files_)} and "
+            f"--gin_param {list(params)}"
         ) from None
 
 
 def write_operative_config(workdir: str, text: str | None = None) -> None:
     """Saves workdir/config.gin atomically: `text`, or the bindings actually used so far (gin's
     operative config, which also records the defaults a job read)."""
-    os.makedirs(workdir, exist_ok=True)
-    tmp = os.path.join(workdir, "config.gin.tmp")
-    with open(tmp, "w") as f:
-        f.write(gin.operative_config_str() if text is None else text)
-    os.replace(tmp, os.path.join(workdir, "config.gin"))
+    files.write_atomic(files.path(workdir) / "config.gin",
+                       gin.operative_config_str() if text is None else text)
 
 
 def run(
@@ -79,16 +84,17 @@ def run(
         try:
             if require_workdir and not FLAGS.workdir:
                 raise UserError("--workdir is required (it holds checkpoints; re-use it to resume)")
-            files = FLAGS.gin_file or ([default_gin_file] if default_gin_file else [])
+            gin_files = FLAGS.gin_file or ([default_gin_file] if default_gin_file else [])
             if use_workdir_config:
                 run_config = os.path.join(FLAGS.workdir, "config.gin")
-                if not os.path.exists(run_config):
+                if not files.path(run_config).exists():
                     raise UserError(
                         f"no checkpoint to read: {run_config} not found (not a training run)"
                     )
-                files = [run_config, *FLAGS.gin_file]
-            parse_gin(files, FLAGS.gin_param)
-            parallel.maybe_initialize_distributed()
+                gin_files = [run_config, *FLAGS.gin_file]
+            parse_gin(gin_files, FLAGS.gin_param)
+            distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                         FLAGS.process_id)
             writes_config = bool(FLAGS.workdir) and not use_workdir_config
             if writes_config:  # every parsed binding now, so a killed run can still be sampled
                 write_operative_config(FLAGS.workdir, gin.config_str())
@@ -97,13 +103,12 @@ def run(
             except RuntimeError as e:  # gin's "Required bindings for `f` not provided ..."
                 if not str(e).startswith("Required bindings"):
                     raise
-                msg = f"{str(e).splitlines()[0]}: pass a --gin_file that binds them"
-                raise UserError(msg) from None
+                raise UserError(f"{_first_line(e)}: pass a --gin_file that binds them") from None
             if writes_config:
                 write_operative_config(FLAGS.workdir)
-        except (UserError, parallel.MeshError, FileNotFoundError) as e:
+        except (UserError, FileNotFoundError) as e:
             logging.error("%s", e)
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {_first_line(e)}", file=sys.stderr)
             sys.exit(2)
 
     app.run(main)

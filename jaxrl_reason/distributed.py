@@ -28,6 +28,8 @@ from absl import logging
 # The same detection code that jax.distributed.initialize() runs (not public API, hence here only).
 from jax._src import clusters
 
+from jaxrl_reason.errors import UserError
+
 ENV_SWITCH = "JAXRL_REASON_DISTRIBUTED"
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
@@ -48,7 +50,7 @@ FLAGS_HINT = (
 )
 
 
-class DistributedError(ValueError):
+class DistributedError(UserError, ValueError):
     """The multi-process settings are incomplete or contradictory."""
 
 

@@ -20,6 +20,7 @@ from jaxrl_reason import (
 from jaxrl_reason.algorithms import common, evaluation
 from jaxrl_reason.data.batching import encode_prompt
 from jaxrl_reason.data.tasks import Task
+from jaxrl_reason.errors import UserError, typed
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
 
@@ -27,6 +28,7 @@ flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: latest
 
 
 @gin.configurable(denylist=["workdir", "step"])
+@typed
 def evaluate(
     workdir: str,
     step: int | None = None,
@@ -40,7 +42,7 @@ def evaluate(
 ) -> dict:
     """Greedy exact-match accuracy per difficulty (problems_of_length) of one checkpoint."""
     task = task or _run_task()
-    s = common.build(1)
+    s = common.build()
     params, step = restore_params(s, workdir, step, model)
     problems = [
         p for d in difficulties for p in task.problems_of_length(d, per_difficulty, seed, split)
@@ -49,7 +51,7 @@ def evaluate(
     longest = max(len(encode_prompt(s.tok, task.prompt(p))) for p in problems)
     room = min(max_new_tokens, s.sampler.room(longest))
     if room < 1:
-        raise cli.UserError(f"prompts of {longest} tokens leave no room in ModelConfig.max_len")
+        raise UserError(f"prompts of {longest} tokens leave no room in ModelConfig.max_len")
     greedy = SamplingConfig(max_new_tokens=room, temperature=0.0)
     results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, greedy)
     out = {
@@ -64,18 +66,19 @@ def evaluate(
 
 def restore_params(s: common.Setup, workdir: str, step: int | None = None,
                    model: int = 0) -> tuple[Any, int]:
-    """(params, step) of the run's checkpoint at `step` (default: latest). A self-improvement
-    run keeps one directory per model, checkpoints/model_<m>; `model` picks it."""
+    """(params, step) of the run's checkpoint at `step` (default: latest), without reading the
+    optimizer moments. A self-improvement run keeps one directory per model,
+    checkpoints/model_<m>; `model` picks it."""
     directory = os.path.join(workdir, "checkpoints")
     if os.path.isdir(os.path.join(directory, f"model_{model}")):
         directory = os.path.join(directory, f"model_{model}")
+    elif model != 0:
+        raise UserError(f"evaluate.model={model}: {workdir} keeps no checkpoints/model_{model}")
     ckpt = Checkpointer(directory)
-    step = ckpt.latest_step() if step is None else step
-    restored = None if step is None else ckpt.restore(s.trainer.abstract_state, step)
-    ckpt.close()
-    if restored is None:
-        raise cli.UserError(f"no checkpoint under {directory}")
-    return restored[0]["params"], step
+    try:
+        return ckpt.restore_params(s.trainer.abstract_state["params"], step)
+    finally:
+        ckpt.close()
 
 
 def _run_task() -> Task:
@@ -86,7 +89,7 @@ def _run_task() -> Task:
         except ValueError:
             continue
         return ref.scoped_configurable_fn()
-    raise cli.UserError("no task found in the run's config; bind evaluate.task")
+    raise UserError("no task found in the run's config; bind evaluate.task")
 
 
 def main() -> None:

@@ -1,25 +1,29 @@
-"""Device mesh, logical-axis rules and multi-host start.
+"""Device mesh, logical-axis rules, and placing host data on the mesh from every process.
 
-Parameters are annotated with logical axis names (embed, mlp, heads, kv, vocab); a rule
-table maps those names onto the mesh axes (data, fsdp, tensor). Changing the parallelism
-is then a config change: the model code never names a mesh axis.
+Parameters are annotated with logical axis names (embed, mlp, heads, kv, vocab, layers); a rule
+table maps those names onto the mesh axes (data, fsdp, tensor). Changing the parallelism is then
+a config change: the model code never names a mesh axis. The training layout shards `embed` over
+fsdp; the decode layout (the sampler's copy of the weights) keeps every weight whole on the fsdp
+axis, so no generated token waits for an all-gather of the weights.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import gin
 import jax
 import numpy as np
-from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxrl_reason.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
+Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
 # logical name -> mesh axis (or axes, or None = replicated).
-DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+DEFAULT_RULES: Rules = (
     ("batch", ("data", "fsdp")),
     ("length", None),
     ("embed", "fsdp"),
@@ -32,33 +36,39 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
-class MeshError(ValueError):
+class MeshError(ConfigError):
     """The configured mesh cannot be built on the devices present."""
 
 
-def maybe_initialize_distributed() -> None:
-    """Starts jax.distributed on multi-host TPU/GPU jobs; a no-op on one host."""
-    multi_host_env = any(
-        k in os.environ
-        for k in (
-            "TPU_WORKER_HOSTNAMES",
-            "MEGASCALE_COORDINATOR_ADDRESS",
-            "JAX_COORDINATOR_ADDRESS",
-        )
-    )
-    if multi_host_env and "," in os.environ.get("TPU_WORKER_HOSTNAMES", ","):
-        jax.distributed.initialize()
-        logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+@gin.configurable
+def axis_rules(overrides: Rules = (), decode: bool = False,
+               decode_overrides: Rules = (("embed", None),)) -> Rules:
+    """The rule table in force: DEFAULT_RULES with `overrides` (gin-configurable), and for the
+    decode layout `decode_overrides` on top."""
+    table = dict(DEFAULT_RULES)
+    known = set(table)
+    for name, _ in (*overrides, *(decode_overrides if decode else ())):
+        if name not in known:
+            raise ConfigError(f"axis_rules: unknown logical axis {name!r}; known: {sorted(known)}")
+    table.update(dict(overrides))
+    if decode:
+        table.update(dict(decode_overrides))
+    return tuple(table.items())
 
 
 @gin.configurable(denylist=["devices"])
 def make_mesh(
     data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None
 ) -> Mesh:
-    """A (data, fsdp, tensor) mesh; at most one size may be -1 (= fill with remaining devices)."""
+    """A (data, fsdp, tensor) mesh; at most one size may be -1 (= fill with remaining devices).
+
+    Devices are in jax.devices() order (process-major), so on several processes the data axis
+    spans them and each process holds a contiguous block of the batch."""
     devices = list(devices if devices is not None else jax.devices())
     sizes = [data, fsdp, tensor]
     n = len(devices)
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        raise MeshError(f"make_mesh: data/fsdp/tensor must be integers, got {sizes}")
     if sizes.count(-1) > 1:
         raise MeshError(f"make_mesh: at most one of data/fsdp/tensor may be -1, got {sizes}")
     if any(s == 0 or s < -1 for s in sizes):
@@ -81,13 +91,13 @@ def make_mesh(
 
 def logical_to_mesh_spec(
     logical: Sequence[str | None] | PartitionSpec,
-    rules: Sequence[tuple[str, str | tuple[str, ...] | None]] = DEFAULT_RULES,
+    rules: Rules | None = None,
     shape: Sequence[int] | None = None,
     mesh: Mesh | None = None,
 ) -> PartitionSpec:
     """Maps logical axis names to mesh axes. A dim that the mesh axes do not divide stays
     replicated (tiny models on big meshes), and a mesh axis is used at most once."""
-    table = dict(rules)
+    table = dict(axis_rules() if rules is None else rules)
     used: set[str] = set()
     out = []
     for i, name in enumerate(logical):
@@ -108,13 +118,15 @@ def logical_to_mesh_spec(
     return PartitionSpec(*out)
 
 
-def state_shardings(state, mesh: Mesh, rules=DEFAULT_RULES):
+def state_shardings(state, mesh: Mesh, rules: Rules | None = None):
     """NamedShardings, in the same tree structure, for a pytree of nnx Variables (by their
     `logical_axes` metadata) and plain arrays.
 
-    Arrays without logical axes (optimizer counts, RNG keys) are replicated; optimizer moments
+    Arrays without logical axes (optimizer counts, steps) are replicated; optimizer moments
     are nnx Variables that keep the metadata of their parameter, so they shard like it."""
     from flax import nnx
+
+    rules = axis_rules() if rules is None else rules
 
     def one(leaf):
         if not isinstance(leaf, nnx.Variable):
@@ -122,7 +134,9 @@ def state_shardings(state, mesh: Mesh, rules=DEFAULT_RULES):
         axes = leaf.get_metadata().get("logical_axes")
         shape = getattr(leaf.get_value(), "shape", ())
         spec = PartitionSpec()
-        if axes is not None and len(axes) == len(shape):
+        if axes is not None:
+            if len(axes) != len(shape):
+                raise ValueError(f"logical axes {axes} do not fit a parameter of shape {shape}")
             spec = logical_to_mesh_spec(axes, rules, shape, mesh)
         return leaf.replace(NamedSharding(mesh, spec))
 
@@ -138,10 +152,51 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def batch_divisor(mesh: Mesh) -> int:
+    """How many ways the batch dim is split (data x fsdp)."""
+    return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def process_rows(mesh: Mesh, global_rows: int) -> slice:
+    """The rows of a batch-sharded [global_rows, ...] array that this process's devices hold."""
+    sharding = batch_sharding(mesh)
+    indices = sharding.addressable_devices_indices_map((global_rows,))
+    starts = sorted({idx[0].start or 0 for idx in indices.values()})
+    stops = sorted({idx[0].stop if idx[0].stop is not None else global_rows
+                    for idx in indices.values()})
+    return slice(starts[0], stops[-1])
+
+
+def put_global(tree, mesh: Mesh):
+    """Places a host pytree of GLOBAL arrays on the mesh, split along data x fsdp.
+
+    Every process passes the same global arrays and contributes only its own rows
+    (`jax.make_array_from_process_local_data`), so nothing is sent between hosts."""
+    sharding = batch_sharding(mesh)
+
+    def one(x):
+        x = np.asarray(x)
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        local = x[process_rows(mesh, x.shape[0])]
+        return jax.make_array_from_process_local_data(sharding, local, x.shape)
+
+    return jax.tree.map(one, tree)
+
+
+def to_host(tree):
+    """Host numpy copies of (possibly multi-process, batch-sharded) arrays, whole on every
+    process: a process allgather where other processes hold part of them."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, jax.device_get(tree))
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
 def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
-    """Activation sharding hint under the mesh set by `jax.set_mesh`; a no-op without one."""
+    """Activation sharding hint under the mesh set by `jax.set_mesh`; a no-op without one.
+    The rule table is `axis_rules()`, so logical-axis rules configured in gin apply here too."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty:
         return x
-    spec = logical_to_mesh_spec(logical, DEFAULT_RULES, x.shape, mesh)
+    spec = logical_to_mesh_spec(logical, axis_rules(), x.shape, mesh)
     return jax.lax.with_sharding_constraint(x, spec)

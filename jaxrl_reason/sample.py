@@ -39,14 +39,13 @@ def sample(
     """Restores params from workdir/checkpoints (model `model` of an ensemble run) and prints
     completions."""
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
-    s = common.build(1)
+    s = common.build()
     params, _ = evaluate.restore_params(s, workdir, flags.FLAGS.step, model)
     if flags.FLAGS.prompt:
         prompts = [p.replace("\\n", "\n") for p in flags.FLAGS.prompt]
-        out = s.sampler.generate(params, [encode_prompt(s.tok, p) for p in prompts], sampling, seed)
-        for i, text in zip(
-            out.prompt_index, decode_completions(s.tok, out.tokens, out.lengths), strict=True
-        ):
+        s.sampler.load(params)
+        out = s.sampler.generate([encode_prompt(s.tok, p) for p in prompts], sampling, seed)
+        for i, text in zip(out.prompt_index, decode_completions(s.tok, out), strict=True):
             print(f"--- prompt: {prompts[i]!r}\n{text}")
         return
     task = task or evaluate._run_task()

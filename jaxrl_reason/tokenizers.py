@@ -15,6 +15,8 @@ from typing import Protocol
 import gin
 import sentencepiece as spm
 
+from jaxrl_reason import files
+
 
 class Tokenizer(Protocol):
     pad_id: int
@@ -99,10 +101,7 @@ class SentencePieceTokenizer:
             hard_vocab_limit=False,
             minloglevel=2,
         )
-        tmp = model_path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(proto.getvalue())
-        os.replace(tmp, model_path)
+        files.write_atomic(model_path, proto.getvalue())
         return cls(model_path)
 
     def encode(self, text: str) -> list[int]:

@@ -5,13 +5,15 @@
   python scripts/bench_sample.py --size 350m --batch 128 --prompt_len 128 --gen_len 128  # GPU
 
 Runs the Sampler the jobs use on random prompts, with no stop token so every row decodes all
-gen_len tokens. Its jitted prefill and decode calls are wrapped to time the two phases apart
-(each blocks on its outputs); warm-up calls (the first compiles) are not timed. The decode
-loop makes gen_len - 1 model calls (the first token comes from prefill); decode tokens/s =
-batch * (gen_len - 1) / decode time. Each decode step must read every parameter and the whole
-KV cache (attention scores all prompt_len + gen_len slots and masks the empty ones), so
+gen_len tokens; `--n` samples per prompt (each distinct prompt is prefilled once and its cache
+broadcast: --batch counts rows, so batch / n distinct prompts). The jitted prefill and extend
+calls are wrapped to time the phases apart (each blocks on its outputs); warm-up calls (the
+first compiles) are not timed. The prompt pass writes all but the last prompt token; the decode
+loop then makes gen_len model calls, each writing one token and drawing the next, so decode
+tokens/s = batch * gen_len / decode time. Each decode step must read every parameter and the
+whole KV cache (attention scores every slot and masks the empty ones), so
   bandwidth fraction = (param bytes + KV-cache bytes) / step time / peak bandwidth.
-The weights are held in the compute dtype, as a sampler copy of bf16 weights would be.
+The sampler holds its weights in the compute dtype (`Sampler.load`), as the jobs do.
 """
 
 from __future__ import annotations
@@ -22,10 +24,6 @@ import time
 import _bench_common as common
 
 
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,9 +31,10 @@ def main() -> None:
     parser.add_argument("--prompt_len", type=int, default=128)
     parser.add_argument("--gen_len", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--n", type=int, default=1, help="samples per prompt (divides --batch)")
     args = common.parse(parser)
-    if args.gen_len < 2:
-        parser.error("--gen_len must be >= 2: the first token comes from prefill")
+    if args.batch % args.n:
+        parser.error("--n must divide --batch")
 
     import jax
     import numpy as np
@@ -51,8 +50,11 @@ def main() -> None:
     make = lambda: nnx.state(Transformer(cfg, nnx.Rngs(params=0)), nnx.Param)
     with jax.set_mesh(mesh):
         params = jax.jit(make, out_shardings=sampler.params_shardings)()
-    prompts = np.random.default_rng(0).integers(1, cfg.vocab_size, (args.batch, args.prompt_len))
-    sampling = SamplingConfig(max_new_tokens=args.gen_len, temperature=args.temperature)
+    load_s = min(sampler.load(params) for _ in range(3))
+    distinct = args.batch // args.n
+    prompts = np.random.default_rng(0).integers(1, cfg.vocab_size, (distinct, args.prompt_len))
+    sampling = SamplingConfig(max_new_tokens=args.gen_len, temperature=args.temperature,
+                              n=args.n)
 
     phases: dict[str, list[float]] = {"prefill": [], "decode": []}
 
@@ -65,8 +67,8 @@ def main() -> None:
         return wrapper
 
     sampler._prefill = timed("prefill", sampler._prefill)
-    sampler._decode = timed("decode", sampler._decode)
-    generate = lambda: sampler.generate(params, prompts, sampling)
+    sampler._extend = timed("decode", sampler._extend)
+    generate = lambda: sampler.generate(prompts, sampling)
     common.time_calls(generate, args.warmup)
     for times in phases.values():
         times.clear()
@@ -74,33 +76,36 @@ def main() -> None:
     prefill, decode = common.summarize(phases["prefill"]), common.summarize(phases["decode"])
 
     # The sampler pads the batch and prompt to its buckets; those rows and slots are read too.
-    b = _round_up(args.batch, sampler.batch_bucket)
-    slots = _round_up(args.prompt_len, sampler.prompt_bucket) + args.gen_len
+    b = sampler.batch_size(args.batch)
+    slots = sampler.prompt_slots(args.prompt_len) + args.gen_len
     param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
     kv_bytes = (2 * cfg.n_layers * b * cfg.n_kv_heads * slots * cfg.head_dim
                 * np.dtype(hw.dtype).itemsize)
-    step_s = decode["median_s"] / (args.gen_len - 1)
+    step_s = decode["median_s"] / args.gen_len
     fraction = (param_bytes + kv_bytes) / step_s / (hw.peak_gbps * 1e9 * hw.n_chips)
-    tokens_per_s = args.batch * (args.gen_len - 1) / decode["median_s"]
+    tokens_per_s = args.batch * args.gen_len / decode["median_s"]
     summary = {
         "bench": "sample", "size": args.size, "params": cfg.num_params(), "batch": args.batch,
-        "prompt_len": args.prompt_len, "gen_len": args.gen_len, "dtype": hw.dtype,
+        "prompt_len": args.prompt_len, "gen_len": args.gen_len, "n": args.n, "dtype": hw.dtype,
         "platform": hw.platform, "device_kind": hw.device_kind, "devices": hw.n_devices,
         "mesh": dict(mesh.shape), "steps": args.steps,
         "prefill": prefill, "decode": decode, "decode_step_s": step_s,
-        "prefill_tokens_per_s": args.batch * args.prompt_len / prefill["median_s"],
+        "prefill_tokens_per_s": distinct * args.prompt_len / prefill["median_s"],
+        "load_s": load_s,
         "decode_tokens_per_s": tokens_per_s, "param_bytes": param_bytes, "kv_bytes": kv_bytes,
         "peak_gbps_per_chip": hw.peak_gbps, "peak_source": hw.peak_source,
         "bandwidth_fraction": fraction,
     }
     common.report([
-        f"{args.size}: {cfg.num_params() / 1e6:.1f}M params, {hw.dtype}, batch {args.batch}, "
+        f"{args.size}: {cfg.num_params() / 1e6:.1f}M params, {hw.dtype}, batch {args.batch} "
+        f"({distinct} prompts x {args.n} samples), "
         f"prompt {args.prompt_len} + gen {args.gen_len}, {hw.n_devices} {hw.platform} "
         f"device(s), mesh {dict(mesh.shape)}",
         f"prefill: median {prefill['median_s'] * 1e3:.1f} ms   decode: median "
         f"{decode['median_s'] * 1e3:.1f} ms ({step_s * 1e3:.2f} ms/step) over {args.steps} calls",
         f"decode tokens/s: {tokens_per_s:,.0f}   bandwidth: {fraction:.1%} of {hw.peak_gbps:.4g} "
         f"GB/s x {hw.n_chips} ({hw.peak_source}); {(param_bytes + kv_bytes) / 1e6:.1f} MB/step",
+        f"weights refresh (Sampler.load): {load_s * 1e3:.1f} ms",
     ], summary)
 
 

@@ -43,16 +43,17 @@ def main() -> None:
     hw = common.hardware(args)
     cfg = common.model_config(args.size, dtype=hw.dtype, remat=args.remat)
     mesh = common.make_mesh(args)
-    trainer = Trainer(cfg, make_optimizer(total_steps=10**6), mesh, grad_accum=args.grad_accum)
+    trainer = Trainer(cfg, make_optimizer(), mesh, grad_accum=args.grad_accum)
     state = trainer.init(seed=0)
-    # seq_len + 1 tokens: the loss shifts by one, so the model sees exactly seq_len positions.
-    shape = (args.batch, args.seq_len + 1)
+    shape = (args.batch, args.seq_len)
     batch = {"tokens": np.random.default_rng(0).integers(1, cfg.vocab_size, shape, np.int32),
+             "input_mask": np.ones(shape, bool),
+             "positions": np.broadcast_to(np.arange(args.seq_len, dtype=np.int32), shape),
              "loss_mask": np.ones(shape, np.int32)}
 
     def step() -> None:
         nonlocal state
-        state, metrics = trainer.train_step(state, batch)
+        state, metrics = trainer.train_step(state, batch, 1e-4)
         jax.block_until_ready((state, metrics))
 
     common.time_calls(step, args.warmup)

@@ -23,7 +23,7 @@ from jaxrl_reason import registry  # noqa: F401  (gin configurables)
 from jaxrl_reason.algorithms import common, evaluation
 from jaxrl_reason.cli import CONFIGS_DIR
 from jaxrl_reason.data.addition import AdditionTask
-from jaxrl_reason.data.batching import ExampleStream
+from jaxrl_reason.data.batching import ExampleStream, encode_example
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.loop import fit
 
@@ -45,10 +45,11 @@ def main() -> None:
         [f"{CONFIGS_DIR}/star_strong_base_addition.gin"],
         ["ModelConfig.max_len = 192", *args.gin_param])
     task = AdditionTask(args.lo, args.hi, scratchpad=args.scratchpad, reverse=args.reverse)
-    s = common.build(args.steps)
+    s = common.build()
     train = [p for n in range(args.lo, args.hi + 1)
              for p in task.problems_of_length(n, args.per_length, seed=1, split="train")]
-    data = ExampleStream(s.tok, [(task.prompt(p), task.target(p)) for p in train], 64, 128)
+    data = ExampleStream([encode_example(s.tok, task.prompt(p), task.target(p)) for p in train],
+                         64, 128, s.tok.pad_id)
     t0 = time.time()
     state = fit(s.trainer, s.trainer.init(0), data, args.steps, desc="train", log_every=100)
     out = {"scratchpad": args.scratchpad, "reverse": args.reverse, "lengths": [args.lo, args.hi],

@@ -56,7 +56,7 @@ def _apply(cfg: ModelConfig):
 
 
 def forward(params, tokens, cfg: ModelConfig = TINY, **kw):
-    """The model's (logits, values, cache) under jit."""
+    """The model's uncached (logits, values) under jit."""
     return _apply(cfg)(params, jnp.asarray(tokens), **kw)
 
 
@@ -76,6 +76,16 @@ def run_job(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess
     """Runs a job from the repo root (configs/ paths are relative to it), no stdin, as CI does."""
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(autouse=True)
+def fresh_gin_config():
+    """No test sees another's gin bindings (configurables read them wherever they are built)."""
+    import gin
+
+    gin.clear_config()
+    yield
+    gin.clear_config()
 
 
 @pytest.fixture

@@ -3,13 +3,20 @@
 Each case is a real `python -m jaxrl_reason.<job>` subprocess; they start together (most of
 their time is importing) and each test checks one."""
 
+import dataclasses
+import inspect
 import subprocess
+import typing
 
 import gin
 import pytest
 from conftest import REPO, job_command
 
 from jaxrl_reason import registry  # noqa: F401  (registers every configurable)
+from jaxrl_reason.errors import ConfigError, check_types
+from jaxrl_reason.models.transformer import ModelConfig
+from jaxrl_reason.sampling.sampler import SamplingConfig
+from jaxrl_reason.training.optim import make_optimizer
 
 SFT, GIN_FILE = "jaxrl_reason.sft", "configs/sft_addition.gin"
 CASES = {  # name: (job, gin file, gin bindings)
@@ -22,6 +29,12 @@ CASES = {  # name: (job, gin file, gin bindings)
     "mesh_does_not_divide": (SFT, GIN_FILE, ["make_mesh.data = 3"]),  # on 8 devices
     "required_binding_missing": (SFT, "configs/star_addition.gin", []),  # binds no sft.task
     "sample_without_checkpoint": ("jaxrl_reason.sample", None, []),
+    # config values of the wrong type or range: one line naming the binding, not a traceback
+    "type_error": ("jaxrl_reason.star", None, ['star.iterations = "x"']),
+    "negative_size": (SFT, GIN_FILE, ["ModelConfig.d_model = -5"]),
+    "bad_schedule": (SFT, GIN_FILE, ["make_optimizer.schedule = 'linear'"]),
+    "bad_loss": (SFT, GIN_FILE, ["Trainer.loss = 'nope'"]),
+    "bad_mode": ("jaxrl_reason.star", None, ["star.mode = 'nope'"]),
 }
 
 
@@ -85,13 +98,54 @@ def test_sample_without_a_checkpoint(results):
     assert "no checkpoint" in error_line(results["sample_without_checkpoint"])
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("type_error", "star.iterations='x' must be int (got str)"),
+    ("negative_size", "ModelConfig.d_model=-5 must be a positive integer"),
+    ("bad_schedule", "make_optimizer.schedule='linear' must be one of 'cosine', 'constant'"),
+    ("bad_loss", "Trainer.loss='nope' must be one of ['sft'"),
+    ("bad_mode", "star.mode='nope' must be one of 'star', 'direct'"),
+])
+def test_bad_config_values_end_in_one_line(results, name, expected):
+    assert expected in error_line(results[name])
+
+
+def _bound_values_fit_their_types() -> None:
+    """Every binding of the parsed config against its configurable's annotations (types and
+    Literal choices), then the config objects built, so their range checks run too."""
+    for (_, selector), values in gin.config._CONFIG.items():  # gin has no public iterator
+        fn = inspect.unwrap(gin.config._REGISTRY.get_match(selector).wrapped)
+        target = fn.__init__ if inspect.isclass(fn) and not dataclasses.is_dataclass(fn) else fn
+        check_types(selector.rsplit(".", 1)[-1], values, typing.get_type_hints(target))
+    ModelConfig()
+    make_optimizer()
+    SamplingConfig()
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.gin")))
-def test_every_shipped_config_parses(name, monkeypatch):
-    """A typo in a shipped config (an unknown configurable or parameter) fails here, not in a
-    user's run; `include` paths are relative to the repo root, as the README runs them."""
+def test_every_shipped_config_parses_and_validates(name, monkeypatch):
+    """A typo in a shipped config (an unknown configurable or parameter, a value of the wrong
+    type, a choice that does not exist) fails here, not in a user's run; `include` paths are
+    relative to the repo root, as the README runs them."""
     monkeypatch.chdir(REPO)
     gin.clear_config()
     try:
         gin.parse_config_file(f"configs/{name}")
+        _bound_values_fit_their_types()
+    finally:
+        gin.clear_config()
+
+
+@pytest.mark.parametrize("binding, match", [
+    ("star.mode = 'drect'", "star.mode='drect' must be one of"),
+    ("ModelConfig.position_encoding = 'nope'", "position_encoding='nope'"),
+    ("star.iterations = 2.5", "star.iterations=2.5 must be int"),
+])
+def test_config_validation_catches_a_typo(binding, match, monkeypatch):
+    monkeypatch.chdir(REPO)
+    gin.clear_config()
+    try:
+        gin.parse_config_files_and_bindings(["configs/star_addition.gin"], [binding])
+        with pytest.raises(ConfigError, match=match):
+            _bound_values_fit_their_types()
     finally:
         gin.clear_config()

@@ -1,16 +1,23 @@
-"""Sampler: what the KV-cache decode loop emits is what the model's full forward pass says,
-for ragged prompts, every sampling mode, stop tokens and both paddings."""
+"""Sampler: what the KV-cache decode loop emits is what the model's full forward pass says, for
+ragged prompts and every sampling mode; the distribution it draws from (temperature, banned ids,
+top-k, top-p) is the one its log-probs report; incremental decoding (extend / select) is the
+same computation as one `generate` call."""
+
+import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TINY, forward, init_params
 
+from jaxrl_reason.sampling.distribution import sampling_logprobs, top_k_mask, top_p_mask
 from jaxrl_reason.sampling.sampler import Sampler, SamplingConfig
 
-PROMPTS = [[1, 5, 9], [1, 7, 22, 13, 9, 5, 3], [1], [1, 12, 25, 6, 10]]  # ragged, bucketed to 16
+PROMPTS = [[1, 5, 9], [1, 7, 22, 13, 9, 5, 3], [1], [1, 12, 25, 6, 10]]  # ragged
 MAX_NEW = 8
 GREEDY = SamplingConfig(max_new_tokens=MAX_NEW, temperature=0.0)
+BANNED = (0, 1)  # pad, BOS
 
 
 @pytest.fixture(scope="module")
@@ -20,136 +27,220 @@ def params():
     return jax.tree.map(lambda x: 2.0 * x, init_params(TINY))
 
 
-@pytest.fixture(scope="module")
-def sampler():
-    return Sampler(TINY, stop_tokens=[])
+def make_sampler(params, stop=(), **kw):
+    sampler = Sampler(TINY, stop_tokens=stop, banned_ids=BANNED, **kw)
+    sampler.load(params)
+    return sampler
 
 
 @pytest.fixture(scope="module")
-def greedy(sampler, params):
-    return sampler.generate(params, PROMPTS, GREEDY)
+def sampler(params):
+    return make_sampler(params)
 
 
-def full_logprobs(params, prompts, samples, temperature=1.0):
-    """Per-row log-softmax(logits / T) over generated positions from one uncached forward of
-    prompt + completion, right-padded (causality keeps padding after a row invisible)."""
+@pytest.fixture(scope="module")
+def greedy(sampler):
+    return sampler.generate(PROMPTS, GREEDY)
+
+
+def full_logprobs(params, prompts, samples, cfg: SamplingConfig):
+    """Per row, the distribution each generated token was drawn from, from one uncached
+    forward of prompt + completion (float64 numpy after the model)."""
     seqs = [list(prompts[i]) + list(samples.tokens[r, : samples.lengths[r]])
             for r, i in enumerate(samples.prompt_index)]
     width = max(map(len, seqs))
     batch = np.zeros((len(seqs), width), np.int32)
     for r, s in enumerate(seqs):
         batch[r, : len(s)] = s
-    z = np.asarray(forward(params, batch)[0], np.float64) / temperature
-    z -= z.max(-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    logits = forward(params, batch)[0]
+    banned = jnp.zeros((TINY.vocab_size,), bool).at[jnp.asarray(BANNED)].set(True)
+    logp = np.asarray(sampling_logprobs(logits, max(cfg.temperature, 0.0), greedy=cfg.greedy,
+                                        top_k=cfg.top_k, top_p=cfg.top_p, banned=banned))
     out = []
     for r, i in enumerate(samples.prompt_index):
         p, n = len(prompts[i]), samples.lengths[r]
-        out.append(logp[r, p - 1 : p - 1 + n])  # the distribution each generated token came from
+        out.append(logp[r, p - 1 : p - 1 + n])
     return out
 
 
-def assert_consistent_with_forward(params, prompts, samples, temperature=1.0):
-    """Every returned logprob equals the full forward's log-prob of that token."""
-    for r, lp in enumerate(full_logprobs(params, prompts, samples, temperature)):
+def assert_consistent_with_forward(params, prompts, samples, cfg):
+    """Every emitted token is inside the distribution and its log-prob is the forward's."""
+    for r, lp in enumerate(full_logprobs(params, prompts, samples, cfg)):
         n = samples.lengths[r]
         toks = samples.tokens[r, :n]
-        np.testing.assert_allclose(samples.logprobs[r, :n], lp[np.arange(n), toks],
-                                   atol=1e-4, rtol=1e-5)
+        chosen = lp[np.arange(n), toks]
+        assert np.isfinite(chosen).all(), (r, toks)
+        np.testing.assert_allclose(samples.logprobs[r, :n], chosen, atol=1e-4, rtol=1e-5)
 
 
 def test_greedy_ragged_prompts_match_full_forward(params, greedy):
     assert greedy.tokens.shape == (len(PROMPTS), MAX_NEW)
     np.testing.assert_array_equal(greedy.lengths, MAX_NEW)  # no stop tokens
-    assert_consistent_with_forward(params, PROMPTS, greedy)
-    for r, lp in enumerate(full_logprobs(params, PROMPTS, greedy)):
-        # greedy picked a maximal token (up to float noise, should two logits nearly tie)
+    assert not greedy.finished.any()  # cut at max_new_tokens: truncated, not finished
+    assert_consistent_with_forward(params, PROMPTS, greedy, GREEDY)
+    for r, lp in enumerate(full_logprobs(params, PROMPTS, greedy, GREEDY)):
         chosen = lp[np.arange(MAX_NEW), greedy.tokens[r]]
-        np.testing.assert_allclose(chosen, lp.max(-1), atol=1e-4)
+        np.testing.assert_allclose(chosen, lp.max(-1), atol=1e-4)  # a maximal token
     assert len({tuple(t) for t in greedy.tokens}) == len(PROMPTS)  # output follows the prompt
 
 
-def test_top_k_1_and_tiny_top_p_are_greedy(sampler, params, greedy):
-    for cfg in (SamplingConfig(max_new_tokens=MAX_NEW, temperature=1.0, top_k=1),
-                SamplingConfig(max_new_tokens=MAX_NEW, temperature=0.7, top_p=1e-6)):
-        out = sampler.generate(params, PROMPTS, cfg, seed=3)
-        np.testing.assert_array_equal(out.tokens, greedy.tokens)
-        # logprobs are those of the tempered distribution before truncation
-        assert_consistent_with_forward(params, PROMPTS, out, cfg.temperature)
+def test_top_k_keeps_exactly_k_even_with_ties():
+    logits = jnp.asarray([[1.0, 3.0, 3.0, 3.0, 0.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    mask = np.asarray(top_k_mask(logits, 2))
+    np.testing.assert_array_equal(mask.sum(-1), [2, 2])
+    np.testing.assert_array_equal(mask[1], [True, True, False, False, False])
+    assert mask[0, [1, 2, 3]].sum() == 2 and not mask[0, [0, 4]].any()
 
 
-def test_sampling_n_per_prompt_top_k_and_seeds(sampler, params):
+def test_top_p_is_the_smallest_set_reaching_p():
+    """Against numpy's sort-and-accumulate definition on random distributions; at 0.9 the
+    set holds several tokens, so a top-p that kept only the argmax would fail."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=2.0, size=(64, 40)).astype(np.float32)
+    logp = jax.nn.log_softmax(jnp.asarray(logits), axis=-1)
+    for top_p in (0.3, 0.9, 0.99):
+        got = np.asarray(top_p_mask(logp, top_p))
+        probs = np.exp(np.asarray(logp, np.float64))
+        order = np.argsort(-probs, axis=-1)
+        before = np.cumsum(np.take_along_axis(probs, order, -1), -1) - np.take_along_axis(
+            probs, order, -1)
+        want = np.zeros_like(got)
+        np.put_along_axis(want, order, before < top_p, -1)
+        np.testing.assert_array_equal(got, want)
+        assert top_p < 0.9 or got.sum(-1).min() > 1
+
+
+@pytest.mark.parametrize("cfg", [
+    SamplingConfig(max_new_tokens=MAX_NEW, temperature=0.7, top_p=0.9),
+    SamplingConfig(max_new_tokens=MAX_NEW, temperature=1.3, top_k=3),
+    SamplingConfig(max_new_tokens=MAX_NEW, temperature=0.7),
+], ids=["top_p", "top_k", "plain"])
+def test_sampled_tokens_come_from_the_reported_distribution(sampler, params, cfg):
+    out = sampler.generate(PROMPTS, dataclasses.replace(cfg, n=4), key=3)
+    assert_consistent_with_forward(params, PROMPTS, out, cfg)
+    assert len({tuple(t) for t in out.tokens[:4]}) > 1  # the n samples of a prompt differ
+
+
+def test_sampling_n_per_prompt_seeds_and_one_prefill_per_distinct_prompt(params):
+    sampler = make_sampler(params, min_batch=1)
+    shapes = []
+    real = sampler._prefill
+    sampler._prefill = lambda p, tokens, *a, **kw: (shapes.append(tokens.shape), real(
+        p, tokens, *a, **kw))[1]
     prompts = PROMPTS[:2]
     cfg = SamplingConfig(max_new_tokens=MAX_NEW, temperature=1.5, top_k=3, n=4)
-    out = sampler.generate(params, prompts, cfg, seed=0)
+    out = sampler.generate(prompts, cfg, key=0)
+    assert shapes == [(2, 16)]  # 2 distinct prompts prefilled, 8 rows decoded
     assert out.tokens.shape == (8, MAX_NEW)
     np.testing.assert_array_equal(out.prompt_index, [0, 0, 0, 0, 1, 1, 1, 1])
-    assert_consistent_with_forward(params, prompts, out, cfg.temperature)
-    for r, lp in enumerate(full_logprobs(params, prompts, out)):
-        top3 = np.argsort(-lp, axis=-1)[:, :3]
-        assert all(t in top3[j] for j, t in enumerate(out.tokens[r]))
-    assert len({tuple(t) for t in out.tokens[:4]}) > 1  # the n samples of a prompt differ
-    again = sampler.generate(params, prompts, cfg, seed=0)
+    assert_consistent_with_forward(params, prompts, out, cfg)
+    again = sampler.generate(prompts, cfg, key=0)
     np.testing.assert_array_equal(again.tokens, out.tokens)
-    other = sampler.generate(params, prompts, cfg, seed=1)
+    other = sampler.generate(prompts, cfg, key=1)
     assert not np.array_equal(other.tokens, out.tokens)
 
 
-def test_stop_tokens_end_rows_and_zero_the_rest(params, greedy):
+def test_banned_ids_are_never_generated_even_where_the_model_prefers_them():
+    """A model whose every argmax is the pad id: every embedding row shares a large common
+    direction c, which then dominates the residual stream, and the pad row has three times
+    as much of it (tied output head). Greedy and sampled rows never emit pad or BOS, and the
+    log-probs say so."""
+    c = np.random.default_rng(1).normal(size=TINY.d_model).astype(np.float32)
+    c /= np.linalg.norm(c)
+    shift = np.tile(5 * c, (TINY.vocab_size, 1))
+    shift[0] *= 3
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x + shift if "embed" in jax.tree_util.keystr(path) else x,
+        init_params(TINY))
+    logits = np.asarray(forward(params, np.asarray(PROMPTS[3:] + [[1, 7, 22, 13, 9]]))[0])
+    assert (logits.argmax(-1) == 0).all()
+    sampler = make_sampler(params)
+    for cfg in (GREEDY, SamplingConfig(max_new_tokens=MAX_NEW, temperature=1.0, n=4)):
+        out = sampler.generate(PROMPTS, cfg, key=0)
+        real = np.arange(MAX_NEW)[None] < out.lengths[:, None]
+        assert not np.isin(out.tokens[real], BANNED).any()
+        assert_consistent_with_forward(params, PROMPTS, out, cfg)
+
+
+def first_new_token(row, start=2):
+    return next(int(t) for j, t in enumerate(row) if j >= start and t not in row[:j])
+
+
+def test_stop_tokens_end_rows_mark_them_finished_and_pad_the_rest(params, greedy):
     """Stopping on a token greedy emits mid-row cuts each row right after its first
-    occurrence; everything before it is unchanged and everything after is 0."""
-    row = greedy.tokens[1]
-    stop = next(int(t) for j, t in enumerate(row) if j >= 2 and t not in row[:j])
+    occurrence; everything before it is unchanged and everything after is padding."""
+    stop = first_new_token(greedy.tokens[1])
     assert (greedy.tokens == stop).any(axis=1).sum() < len(PROMPTS)  # some rows never stop
-    out = Sampler(TINY, stop_tokens=[stop]).generate(params, PROMPTS, GREEDY)
+    out = make_sampler(params, stop=[stop]).generate(PROMPTS, GREEDY)
     for r, toks in enumerate(greedy.tokens):
         hits = np.flatnonzero(toks == stop)
         n = hits[0] + 1 if len(hits) else MAX_NEW
-        assert out.lengths[r] == n
+        assert out.lengths[r] == n and out.finished[r] == bool(len(hits))
         np.testing.assert_array_equal(out.tokens[r, :n], toks[:n])
         np.testing.assert_allclose(out.logprobs[r, :n], greedy.logprobs[r, :n], atol=1e-6)
         assert not out.tokens[r, n:].any() and not out.logprobs[r, n:].any()
-    assert out.lengths[1] < MAX_NEW
+    assert out.lengths[1] < MAX_NEW and out.finished[1]
+
+
+def test_a_row_that_stops_on_its_last_slot_is_finished_not_truncated(params, greedy):
+    r = next(r for r, t in enumerate(greedy.tokens) if t[-1] not in t[:-1])
+    out = make_sampler(params, stop=[int(greedy.tokens[r, -1])]).generate([PROMPTS[r]], GREEDY)
+    assert out.lengths[0] == MAX_NEW and out.finished[0]
 
 
 def test_decode_loop_exits_once_every_row_has_stopped(params, greedy):
-    """When every row's first token is a stop token the while loop runs no step at all, so
-    the cache comes back holding the prompt only; the rows that merely fill the batch bucket
-    must not hold it up. (White-box, through the jitted pieces: early exit is otherwise
-    invisible.)"""
-    sampler = Sampler(TINY, stop_tokens=sorted({int(t) for t in greedy.tokens[:, 0]}))
-    out = sampler.generate(params, PROMPTS, GREEDY)
-    np.testing.assert_array_equal(out.lengths, 1)
-    assert not out.tokens[:, 1:].any()
-    tokens, valid = np.zeros((8, 16), np.int32), np.zeros((8, 16), bool)  # as generate pads:
-    for i, p in enumerate(PROMPTS):  # 4 left-padded prompts, then 4 empty filler rows
-        tokens[i, 16 - len(p):], valid[i, 16 - len(p):] = p, True
-    static = dict(max_new=MAX_NEW, top_k=0, top_p=1.0, greedy=True)
-    key, temperature = jax.random.key(0), np.float32(1.0)
-    with jax.set_mesh(sampler.mesh):
-        cache, tok, lp, pos = sampler._prefill(params, tokens, valid, key, temperature, **static)
-        *_, cache = sampler._decode(params, cache, tok, lp, pos, key, temperature, **static)
-    assert int(cache["index"]) == 16  # the prompt's slots: no decode step ran
+    """When every row's first token is a stop token the loop runs one step: the cache holds
+    the prompt slots and one more. Filler rows of the batch bucket must not hold it up."""
+    sampler = make_sampler(params, stop=sorted({int(t) for t in greedy.tokens[:, 0]}))
+    state = sampler.prefill(PROMPTS, MAX_NEW)
+    assert state.arrays.pending.shape[0] == 8 and state.rows == 4  # 4 filler rows
+    ext, state = sampler.extend(state, GREEDY, MAX_NEW, key=0)
+    np.testing.assert_array_equal(ext.lengths, 1)
+    assert ext.finished.all() and state.used == sampler.prompt_slots(7) + 1
 
 
-def test_right_padded_input_equals_left_padded(sampler, params, greedy):
-    width = max(map(len, PROMPTS))
-    lengths = np.asarray([len(p) for p in PROMPTS])
-    left = np.zeros((len(PROMPTS), width), np.int32)
-    right = np.zeros_like(left)
-    for i, p in enumerate(PROMPTS):
-        left[i, width - len(p):] = p
-        right[i, : len(p)] = p
-    for tokens, side in ((left, "left"), (right, "right")):
-        out = sampler.generate_padded(params, tokens, lengths, GREEDY, padding_side=side)
-        np.testing.assert_array_equal(out.tokens, greedy.tokens)
-        np.testing.assert_allclose(out.logprobs, greedy.logprobs, atol=1e-6)
-    with pytest.raises(ValueError, match="padding_side"):
-        sampler.generate_padded(params, left, lengths, GREEDY, padding_side="middle")
+def test_extend_in_steps_and_select_reproduce_generate(params, greedy):
+    """Greedy decoding in pieces, pausing each row at a delimiter token and resuming, emits
+    generate's tokens; after `select` duplicates and reorders rows, each continues from its
+    own cache (a row that attended to another row's keys would diverge)."""
+    delim = first_new_token(greedy.tokens[1], start=1)
+    sampler = make_sampler(params)
+    state = sampler.prefill(PROMPTS, 3 * MAX_NEW)  # paused rows still take a slot per step
+    pieces = [[] for _ in PROMPTS]
+    calls = 0
+    while any(len(p) < MAX_NEW for p in pieces):
+        left = max(MAX_NEW - len(p) for p in pieces)
+        ext, state = sampler.extend(state, GREEDY, left, key=0, stop_ids=[delim])
+        calls += 1
+        for r in range(len(PROMPTS)):
+            pieces[r] += list(ext.tokens[r, : ext.lengths[r]])
+        if calls == 1:
+            assert ext.lengths.min() < ext.lengths.max()  # some rows paused at the delimiter
+    assert calls > 1
+    for r in range(len(PROMPTS)):
+        np.testing.assert_array_equal(pieces[r][:MAX_NEW], greedy.tokens[r])
+
+    state = sampler.prefill(PROMPTS, MAX_NEW)
+    ext, state = sampler.extend(state, GREEDY, 3, key=0)
+    np.testing.assert_array_equal(ext.tokens, greedy.tokens[:, :3])
+    picked = sampler.select(state, [2, 0, 0, 3])
+    ext, _ = sampler.extend(picked, GREEDY, MAX_NEW - 3, key=0)
+    np.testing.assert_array_equal(ext.tokens, greedy.tokens[[2, 0, 0, 3], 3:])
 
 
-def test_bad_requests_are_rejected(sampler, params):
+def test_batch_buckets_are_powers_of_two(sampler):
+    assert [sampler.batch_size(n) for n in (1, 8, 9, 17, 33, 100)] == [8, 8, 16, 32, 64, 128]
+
+
+def test_bad_requests_are_rejected(sampler):
     with pytest.raises(ValueError, match="empty prompt"):
-        sampler.generate(params, [[1, 2], []], GREEDY)
+        sampler.generate([[1, 2], []], GREEDY)
     with pytest.raises(ValueError, match="max_len"):
-        sampler.generate(params, PROMPTS, SamplingConfig(max_new_tokens=TINY.max_len))
+        sampler.generate(PROMPTS, SamplingConfig(max_new_tokens=TINY.max_len))
+    state = sampler.prefill(PROMPTS, 4)
+    with pytest.raises(ValueError, match="cache slots left"):
+        sampler.extend(state, GREEDY, 5, key=0)
+    with pytest.raises(ValueError, match="rows must index"):
+        sampler.select(state, [4])
+    with pytest.raises(RuntimeError, match="load"):
+        Sampler(TINY, stop_tokens=[]).generate(PROMPTS, GREEDY)

@@ -8,10 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_reason import cli, evaluate
+from jaxrl_reason import evaluate, rng
 from jaxrl_reason.algorithms import common
 from jaxrl_reason.algorithms import self_improve as si
 from jaxrl_reason.data.addition import AdditionTask
+from jaxrl_reason.data.batching import encode_example
+from jaxrl_reason.errors import UserError
 from jaxrl_reason.sampling.sampler import Samples, SamplingConfig
 from jaxrl_reason.tokenizers import CharTokenizer
 
@@ -53,22 +55,26 @@ class CannedSampler:
     def __init__(self, tok, per_call):
         self.tok, self.per_call, self.calls = tok, per_call, 0
 
-    def generate(self, params, prompts, cfg, seed=0):
+    def load(self, params):
+        pass
+
+    def generate(self, prompts, cfg, key=0):
         table = self.per_call[self.calls]
         self.calls += 1
         texts = [t for ids in prompts for t in table[self.tok.decode(ids[1:])][: cfg.n]]
         width = cfg.max_new_tokens
         tokens = np.zeros((len(texts), width), np.int32)
-        lengths = []
+        lengths, finished = [], []
         for i, t in enumerate(texts):
             ids = self.tok.encode(t)
-            if len(ids) < width:  # finished: the stop token follows
+            finished.append(len(ids) < width)
+            if finished[-1]:  # the stop token follows
                 ids = [*ids, self.tok.eos_id]
             ids = ids[:width]
             tokens[i, : len(ids)] = ids
             lengths.append(len(ids))
         return Samples(tokens, np.zeros(tokens.shape, np.float32), np.array(lengths),
-                       np.repeat(np.arange(len(prompts)), cfg.n))
+                       np.array(finished), np.repeat(np.arange(len(prompts)), cfg.n))
 
 
 def test_self_label_votes_across_models_then_filters_by_length():
@@ -83,59 +89,66 @@ def test_self_label_votes_across_models_then_filters_by_length():
                prompts[3]: ["A:234\n"]}
     s = common.Setup(tok, None, None, CannedSampler(tok, [model_a, model_b, model_c]))
     cfg = SamplingConfig(max_new_tokens=12, temperature=0.0)
-    kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, seed=0, vote_threshold=2,
+    key = rng.key(0, 1, "label", 0)
+    kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, key, vote_threshold=2,
                                 filter_length=True, length_slack=0)
     # votes: "0001" (3/3), "975" (2/3), "001" (2/3, wrong), "234" (2/3, the unfinished one
     # is no vote); the longest voted answer has 4 digits, so slack 0 keeps only 4-digit ones
-    assert kept == [(prompts[0], "A:0001\n")]
+    assert kept == [encode_example(tok, prompts[0], "A:0001\n")]
     assert stats == {"labeled": 4, "voted": 4, "kept": 1, "right": 1, "first_right": 3,
                      "precision": 1.0, "precision_unfiltered": 0.75}
     s.sampler.calls = 0
-    kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, seed=0, vote_threshold=2,
+    kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, key, vote_threshold=2,
                                 filter_length=True, length_slack=1)
-    assert [c for _, c in kept] == ["A:0001\n", "A:975\n", "A:001\n", "A:234\n"]
+    assert [tok.decode(e.completion) for e in kept] == ["A:0001\n", "A:975\n", "A:001\n",
+                                                       "A:234\n"]
     assert stats["precision"] == 0.75  # the checker's verdict is reported, never used
     s.sampler.calls = 0
-    kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, seed=0, vote_threshold=3,
+    kept, stats = si.self_label(s, [None] * 3, task, problems, cfg, key, vote_threshold=3,
                                 filter_length=False, length_slack=0)
-    assert kept == [(prompts[0], "A:0001\n")] and stats["voted"] == 1
+    assert kept == [encode_example(tok, prompts[0], "A:0001\n")] and stats["voted"] == 1
 
 
 # ---- the mixture stream --------------------------------------------------------------------
+TOK = CharTokenizer()
+
+
 def _tagged(tag, n):
-    return [(f"{tag}{i}+0\n", f"A:{i}\n") for i in range(n)]
+    return [encode_example(TOK, f"{tag}{i}+0\n", f"A:{i}\n") for i in range(n)]
+
+
+def _prompt(example):
+    return TOK.decode(example.prompt[1:])
 
 
 def test_mixture_draws_newest_half_the_time_and_older_uniformly():
-    tok = CharTokenizer()
     older_a, older_b, newest = _tagged("1", 100), _tagged("2", 50), _tagged("3", 30)
-    stream = si.MixtureStream(tok, [older_a, older_b, newest], 64, 32, seed=0, newest_prob=0.5)
-    rows = [p for i in range(200) for p, _ in stream.rows(i)]
+    stream = si.MixtureStream([older_a, older_b, newest], 64, 32, 0, seed=0, newest_prob=0.5)
+    rows = [_prompt(e) for i in range(200) for e in stream.rows(i)]
     share = {t: sum(p.startswith(t) for p in rows) / len(rows) for t in "123"}
     assert abs(share["3"] - 0.5) < 0.02
     assert abs(share["1"] / (share["1"] + share["2"]) - 100 / 150) < 0.03  # uniform per example
-    assert {p for p in rows if p.startswith("3")} == {p for p, _ in newest}
-    only = si.MixtureStream(tok, [older_a], 64, 32, seed=0)
-    assert all(p.startswith("1") for p, _ in only.rows(0))
-    no_new = si.MixtureStream(tok, [older_a, []], 64, 32, seed=0)
-    assert all(p.startswith("1") for p, _ in no_new.rows(0))
+    assert {p for p in rows if p.startswith("3")} == {_prompt(e) for e in newest}
+    only = si.MixtureStream([older_a], 64, 32, 0, seed=0)
+    assert all(_prompt(e).startswith("1") for e in only.rows(0))
+    no_new = si.MixtureStream([older_a, []], 64, 32, 0, seed=0)
+    assert all(_prompt(e).startswith("1") for e in no_new.rows(0))
 
 
 def test_mixture_resumes_exactly_and_depends_on_the_seed():
-    tok = CharTokenizer()
     sources = [_tagged("1", 40), _tagged("2", 10)]
-    a = si.MixtureStream(tok, sources, 8, 32, seed=3)
+    a = si.MixtureStream(sources, 8, 32, 0, seed=3)
     for _ in range(5):
         next(a)
     state = a.get_state()
     tail = [next(a) for _ in range(3)]
-    b = si.MixtureStream(tok, sources, 8, 32, seed=3)
+    b = si.MixtureStream(sources, 8, 32, 0, seed=3)
     b.set_state(json.loads(json.dumps(state)))  # states go through the checkpoint's JSON
     for x, y in zip(tail, [next(b) for _ in range(3)], strict=True):
         np.testing.assert_array_equal(x["tokens"], y["tokens"])
         np.testing.assert_array_equal(x["loss_mask"], y["loss_mask"])
-    other = si.MixtureStream(tok, sources, 8, 32, seed=4)
-    assert other.rows(0) != si.MixtureStream(tok, sources, 8, 32, seed=3).rows(0)
+    other = si.MixtureStream(sources, 8, 32, 0, seed=4)
+    assert other.rows(0) != si.MixtureStream(sources, 8, 32, 0, seed=3).rows(0)
     assert tail[0]["tokens"].shape[1] % 8 == 0
 
 
@@ -235,22 +248,22 @@ def test_round_labels_inputs_one_digit_longer(tmp_path, monkeypatch, share):
 def test_labeling_continues_with_fresh_inputs_until_the_quota_is_kept(tmp_path, monkeypatch):
     calls = []
 
-    def fake(s, params_list, task, problems, cfg, seed, **kw):
+    def fake(s, params_list, task, problems, cfg, key, **kw):
         calls.append([p.question for p in problems])
-        pairs = [(p.question, "A:0") for p in problems[:5]]
-        return pairs, si._precisions({"labeled": len(problems), "voted": 6, "kept": 5,
-                                      "right": 4, "first_right": 1})
+        examples = [encode_example(TOK, p.question, "A:0") for p in problems[:5]]
+        return examples, si._precisions({"labeled": len(problems), "voted": 6, "kept": 5,
+                                         "right": 4, "first_right": 1})
 
     monkeypatch.setattr(si, "self_label", fake)
     task = AdditionTask(1, 2, scratchpad="none", reverse=True)
     inputs = lambda p: si.mixed_length_problems(task, 8, 100 + p, "train", 3, exact=True)  # noqa: E731
-    kept, stats = si.collect_labels(None, [], task, inputs, None, 0, wanted=12, max_passes=5)
+    kept, stats = si.collect_labels(None, [], task, inputs, None, 0, 1, wanted=12, max_passes=5)
     assert len(calls) == 3 and len(kept) == 15  # 5 + 5 < 12 <= 15
     assert (stats["labeled"], stats["kept"], stats["passes"]) == (24, 15, 3)
     assert stats["precision"] == 0.8
     assert len({tuple(c) for c in calls}) == 3  # every pass labels fresh inputs
     calls.clear()
-    si.collect_labels(None, [], task, inputs, None, 0, wanted=10**6, max_passes=2)
+    si.collect_labels(None, [], task, inputs, None, 0, 1, wanted=10**6, max_passes=2)
     assert len(calls) == 2  # the cap ends a round that cannot reach its quota
     calls.clear()
     _run(tmp_path, labels_per_round=12, max_label_passes=5)  # the job passes fresh inputs too
@@ -268,7 +281,7 @@ def test_baseline_trains_the_same_steps_on_gold_only(tmp_path):
                             difficulties=(1, 2), per_difficulty=8, seed=0, max_new_tokens=8)
     assert out["step"] == 8 and out["n"] == 16
     assert out["acc/1"] == history[1]["acc/1"] and out["acc/2"] == history[1]["acc/2"]
-    with pytest.raises(cli.UserError, match="no checkpoint"):
+    with pytest.raises(UserError, match="model_1"):
         evaluate.evaluate(str(tmp_path), task=AdditionTask(1, 2), model=1)
 
 
@@ -279,5 +292,76 @@ def test_baseline_trains_the_same_steps_on_gold_only(tmp_path):
     (dict(equal_length_share=1.5), "equal_length_share=1.5"),
 ])
 def test_impossible_labeling_settings_are_user_errors(tmp_path, bad, match):
-    with pytest.raises(cli.UserError, match=match):
+    with pytest.raises(UserError, match=match):
         _run(tmp_path, **bad)
+
+
+class OracleSampler:
+    """Answers every addition prompt with its gold target (the task's own format), so a round's
+    self-labels are known and all right; the loop's training batches can then be checked."""
+
+    def __init__(self, tok, task):
+        self.tok, self.task = tok, task
+
+    def load(self, params):
+        pass
+
+    def generate(self, prompts, cfg, key=0):
+        texts = []
+        for ids in prompts:
+            a, b = (int(x[::-1]) for x in self.tok.decode(ids[1:]).strip().split("+"))
+            texts += [self.task.target(self.task.problem(a, b))] * cfg.n
+        width = cfg.max_new_tokens
+        tokens = np.zeros((len(texts), width), np.int32)
+        rows = [[*self.tok.encode(t), self.tok.eos_id] for t in texts]
+        for i, ids in enumerate(rows):
+            tokens[i, : min(len(ids), width)] = ids[:width]
+        return Samples(tokens, np.zeros(tokens.shape, np.float32),
+                       np.array([min(len(r), width) for r in rows]),
+                       np.array([len(r) <= width for r in rows]),
+                       np.repeat(np.arange(len(prompts)), cfg.n))
+
+
+def test_a_round_trains_on_its_own_kept_labels(tmp_path, monkeypatch):
+    """Round 1's kept self-labels (3-digit additions: gold holds only 1-2 digits) make up
+    about half of every round-1 training batch, id for id; a loop that trained on gold alone
+    would show none of them."""
+    task = AdditionTask(1, 2, scratchpad="none", reverse=True)
+    real_build = common.build
+
+    def build():
+        s = real_build()
+        s.sampler = OracleSampler(s.tok, task)
+        return s
+
+    monkeypatch.setattr(common, "build", build)
+    batches = {}
+    real_fit = si.fit
+
+    def spy_fit(trainer, state, data, num_steps, **kw):
+        taken = batches.setdefault(kw["desc"], [])
+
+        class Recording:
+            def __next__(self):
+                taken.append(next(data))
+                return taken[-1]
+
+            def get_state(self):
+                return data.get_state()
+
+        return real_fit(trainer, state, Recording(), num_steps, **kw)
+
+    monkeypatch.setattr(si, "fit", spy_fit)
+    _run(tmp_path, task=task, num_models=1, samples_per_model=1, vote_threshold=1)
+    labels, stats = si._load_labels(str(tmp_path / "labels/round_001.json"))
+    assert stats["kept"] == len(labels) == 16 and stats["precision"] == 1.0
+    assert all(max(map(len, TOK.decode(e.prompt[1:]).strip().split("+"))) == 3 for e in labels)
+    label_rows = {tuple(e.prompt) + tuple(e.completion) for e in labels}
+
+    def share(desc):
+        rows = [tuple(row[mask.astype(bool)]) for b in batches[desc]
+                for row, mask in zip(b["tokens"], b["input_mask"], strict=True)]
+        return sum(r in label_rows for r in rows) / len(rows)
+
+    assert share("round 0 model 0") == 0
+    assert 0.25 < share("round 1 model 0") < 0.75  # newest_prob = 0.5

@@ -10,6 +10,8 @@ from conftest import TINY, init_params
 from jax.sharding import PartitionSpec
 
 from jaxrl_reason import parallel
+from jaxrl_reason.data.batching import Example, make_batch
+from jaxrl_reason.errors import ConfigError
 from jaxrl_reason.models.transformer import ModelConfig
 from jaxrl_reason.sampling.sampler import Sampler, SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
@@ -28,19 +30,18 @@ MESHES = {
 }
 
 
-def batches(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Right-padded rows with the same number of loss tokens each (so per-token means over
-    any split of the rows are equal, which grad accumulation relies on)."""
+def batches(n: int, seed: int = 0, rows: int = 8) -> list[dict[str, np.ndarray]]:
+    """Right-padded rows of different lengths and loss-token counts (3 to 14 targets): a
+    step that averaged per-micro-batch means would differ from the one big batch."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        tokens = rng.integers(3, CFG.vocab_size, (8, 16), dtype=np.int32)
-        mask = np.zeros((8, 16), np.int32)
-        for i in range(8):
-            prompt, length = 2 + i % 4, 12 + i % 3
-            tokens[i, length:] = 0
-            mask[i, prompt:prompt + 8] = 1
-        out.append({"tokens": tokens, "loss_mask": mask})
+        examples = []
+        for i in range(rows):
+            prompt, length = 2 + i % 4, 5 + (5 * i) % 12
+            ids = rng.integers(3, CFG.vocab_size, length)
+            examples.append(Example(tuple(ids[:prompt]), tuple(ids[prompt:])))
+        out.append(make_batch(examples, 16, pad_id=0))
     return out
 
 
@@ -49,7 +50,7 @@ def trainer(name: str, grad_accum: int = 1) -> Trainer:
     """One Trainer (so one compiled step) per mesh, shared by the tests."""
     mesh = MESHES[name]
     devices = jax.devices()[:1] if mesh is None else None
-    return Trainer(CFG, make_optimizer(10, learning_rate=1e-2, warmup_steps=1),
+    return Trainer(CFG, make_optimizer(learning_rate=1e-2, warmup_steps=1),
                    parallel.make_mesh(**(mesh or {}), devices=devices), grad_accum=grad_accum)
 
 
@@ -62,7 +63,7 @@ def run(tr: Trainer, steps: int = 2):
     state = initial_state(tr)
     metrics = []
     for batch in batches(steps):
-        state, m = tr.train_step(state, batch)
+        state, m = tr.train_step(state, batch, 1e-2)
         metrics.append(jax.device_get(m))
     return jax.device_get(state["params"]), metrics, state
 
@@ -73,6 +74,7 @@ def reference():
 
 
 def assert_trees_close(a, b, **tol):
+    """Leaf by leaf. Adam turns the rounding of a reordered gradient sum into ~1e-6 updates."""
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(x, y, **tol)
 
@@ -90,16 +92,42 @@ def test_train_step_matches_one_device(devices, reference, name):
         assert m.keys() == ref.keys()
         for k in m:
             np.testing.assert_allclose(m[k], ref[k], rtol=2e-5, err_msg=k)
-    assert_trees_close(params, ref_params, atol=2e-6, rtol=1e-5)
+    assert_trees_close(params, ref_params, atol=1e-5, rtol=1e-5)
 
 
-def test_grad_accumulation_equals_one_big_batch(devices):
-    one, one_metrics, _ = run(trainer("mixed"))
-    two, two_metrics, _ = run(trainer("mixed", grad_accum=2))
+@pytest.mark.parametrize("mesh, accum", [("one", 4), ("mixed", 2), ("data", 1)])
+def test_grad_accumulation_equals_one_big_batch(devices, mesh, accum):
+    """Micro-batches holding different token counts: sums and counts are accumulated and
+    divided once, so 4 micro-batches on 1 device and 2 on 8 devices give the one-batch step."""
+    rows = batches(1)[0]["loss_mask"][:, 1:].sum(1)
+    if accum > 1:  # micro-batch j holds rows j, j + accum, ...
+        assert len({rows[j::accum].sum() for j in range(accum)}) > 1
+    one, one_metrics, _ = run(trainer("one"))
+    two, two_metrics, _ = run(trainer(mesh, grad_accum=accum))
     for m, ref in zip(two_metrics, one_metrics, strict=True):
-        for k in ("loss", "token_accuracy", "tokens", "grad_norm"):
+        for k in ("loss", "token_accuracy", "tokens", "grad_norm", "count"):
             np.testing.assert_allclose(m[k], ref[k], rtol=2e-5, err_msg=k)
-    assert_trees_close(two, one, atol=2e-6, rtol=1e-5)
+    assert_trees_close(two, one, atol=1e-5, rtol=1e-5)
+
+
+def _collectives(tr: Trainer) -> dict[str, int]:
+    batch = tr.put_batch(batches(1, rows=16)[0])
+    with jax.set_mesh(tr.mesh):
+        hlo = tr._train.lower(initial_state(tr), batch, np.float32(1e-2)).compile().as_text()
+    return {op: hlo.count(f" {op}(") for op in ("all-gather", "collective-permute",
+                                                 "all-to-all")}
+
+
+def test_micro_batches_are_laid_across_all_devices(devices):
+    """On 8 data-parallel devices, accumulating over 2 micro-batches adds no all-gather,
+    collective-permute or all-to-all of activations: each micro-batch is a strided slice
+    that every device holds a part of (a contiguous split would put each on 4 devices)."""
+    assert _collectives(trainer("data", grad_accum=2)) == _collectives(trainer("data"))
+
+
+def test_a_batch_that_does_not_split_is_a_config_error(devices):
+    with pytest.raises(ConfigError, match="grad_accum"):
+        trainer("data", grad_accum=3).put_batch(batches(1)[0])
 
 
 PROMPTS = [[1, 5, 9], [1, 7, 22, 13, 9, 5, 3], [1], [1, 12, 25, 6, 10], [1, 2]]
@@ -113,17 +141,23 @@ def sampling_params():
 
 @pytest.fixture(scope="module")
 def unsharded_samples(sampling_params):
-    return Sampler(TINY, [2]).generate(sampling_params, PROMPTS, SAMPLING, seed=4)
+    sampler = Sampler(TINY, [2], banned_ids=(0, 1))
+    sampler.load(sampling_params)
+    return sampler.generate(PROMPTS, SAMPLING, key=4)
 
 
 @pytest.mark.parametrize("mesh", [dict(data=2, tensor=2), dict(fsdp=2, tensor=4)])
 def test_sharded_sampling_equals_unsharded(devices, sampling_params, unsharded_samples, mesh):
     """Same seed, same samples: the random draws and the logits do not depend on the mesh."""
     n = int(np.prod(list(mesh.values())))
-    sampler = Sampler(TINY, [2], mesh=parallel.make_mesh(**mesh, devices=jax.devices()[:n]))
-    params = jax.device_put(sampling_params, sampler.params_shardings)
-    assert any("tensor" in str(p.sharding.spec) for p in jax.tree.leaves(params))
-    got, want = sampler.generate(params, PROMPTS, SAMPLING, seed=4), unsharded_samples
+    sampler = Sampler(TINY, [2], mesh=parallel.make_mesh(**mesh, devices=jax.devices()[:n]),
+                      banned_ids=(0, 1))
+    train_layout = parallel.state_shardings(sampling_params, sampler.mesh)
+    sampler.load(jax.device_put(sampling_params, train_layout))
+    specs = [str(p.sharding.spec) for p in jax.tree.leaves(sampler.params)]
+    assert any("tensor" in s for s in specs)
+    assert not any("fsdp" in s for s in specs)  # the decode layout: no FSDP shards to gather
+    got, want = sampler.generate(PROMPTS, SAMPLING, key=4), unsharded_samples
     assert len(set(want.lengths)) > 1  # the stop token ends some rows early
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_array_equal(got.lengths, want.lengths)
@@ -144,9 +178,6 @@ def test_checkpoint_restores_onto_a_different_mesh(devices, tmp_path):
     assert int(restored["step"]) == 1
     for got, want, sharding in zip(jax.tree.leaves(restored), jax.tree.leaves(state),
                                    jax.tree.leaves(dst.state_shardings), strict=True):
-        if jax.dtypes.issubdtype(got.dtype, jax.dtypes.prng_key):
-            assert got.sharding.is_equivalent_to(sharding, got.ndim)
-            got, want = jax.random.key_data(got), jax.random.key_data(want)
         assert got.sharding.is_equivalent_to(sharding, got.ndim)
         np.testing.assert_array_equal(got, want)
 

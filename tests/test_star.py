@@ -1,15 +1,20 @@
-"""STaR: filtering by the checker, rationalization with the hint removed, restart from the base
-model, and resume after an interruption -- on a tiny budget."""
+"""STaR: filtering by the checker, rationalization with the hint removed, which model collects
+and which is evaluated, restart from the base model, and resume after an interruption -- on a
+tiny budget, with a scripted sampler (known verdicts) and with the real one."""
 
-import json
+import itertools
+import random
 
 import gin
 import jax
 import numpy as np
 import pytest
 
-from jaxrl_reason.algorithms import common, star
+from jaxrl_reason import rng
+from jaxrl_reason.algorithms import common, evaluation, star
 from jaxrl_reason.data.addition import AdditionTask
+from jaxrl_reason.data.batching import encode_prompt
+from jaxrl_reason.data.tasks import Check
 from jaxrl_reason.sampling.sampler import Samples, SamplingConfig
 from jaxrl_reason.tokenizers import CharTokenizer
 
@@ -26,14 +31,25 @@ compilation_cache.directory = None
 """
 
 
+def fingerprint(params) -> float:
+    return float(sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(params)))
+
+
 class ScriptedSampler:
     """Answers from the prompt text: a correct rationale when the prompt carries a hint or the
-    sum is even, a wrong one otherwise -- so the checker's verdicts are known in advance."""
+    sum is even, a wrong one otherwise -- so the checker's verdicts are known in advance.
+    Records the weights it was loaded with and the key of every call."""
 
     def __init__(self, tok, task):
         self.tok, self.task = tok, task
+        self.loaded, self.calls = None, []
 
-    def generate(self, params, prompts, cfg, seed=0):
+    def load(self, params):
+        self.loaded = None if params is None else fingerprint(params)
+
+    def generate(self, prompts, cfg, key=0):
+        self.calls.append((self.loaded, np.asarray(jax.random.key_data(key)).tolist(),
+                           len(prompts)))
         texts = []
         for ids in prompts:
             prompt = self.tok.decode(ids[1:])
@@ -47,12 +63,8 @@ class ScriptedSampler:
         for i, t in enumerate(texts):
             tokens[i, : len(t) + 1] = [*self.tok.encode(t), self.tok.eos_id]
         lengths = np.array([len(t) + 1 for t in texts])
-        return Samples(
-            tokens,
-            np.zeros(tokens.shape, np.float32),
-            lengths,
-            np.repeat(np.arange(len(prompts)), cfg.n),
-        )
+        return Samples(tokens, np.zeros(tokens.shape, np.float32), lengths,
+                       np.ones(len(texts), bool), np.repeat(np.arange(len(prompts)), cfg.n))
 
 
 @pytest.mark.parametrize("rationalize", [True, False])
@@ -60,13 +72,16 @@ def test_collect_keeps_checked_answers_and_strips_the_hint(rationalize):
     task, tok = AdditionTask(1, 3), CharTokenizer()
     setup = common.Setup(tok, None, None, ScriptedSampler(tok, task))
     problems = [task.problem(a, b) for a, b in [(12, 30), (5, 8), (7, 9), (100, 201), (3, 3)]]
-    got = star.collect(setup, None, task, problems, SamplingConfig(n=2), rationalize, seed=0)
+    got = star.collect(setup, None, task, problems, SamplingConfig(n=2), rationalize,
+                       rng.key(0, 1, "collect"))
     even = [p for p in problems if int(p.answer) % 2 == 0]
     assert got.kept == len(even) == 3
     assert got.rationalized == (2 if rationalize else 0)
-    assert len(got.pairs) == got.kept + got.rationalized
-    for prompt, completion in got.pairs:
+    assert len(got.examples) == got.kept + got.rationalized
+    for (prompt, completion), ex in zip(got.texts, got.examples, strict=True):
         assert " H" not in prompt and prompt.endswith("\n")
+        assert ex.prompt == tuple(encode_prompt(tok, prompt))  # the hint is not in the ids
+        assert ex.completion[-1] == tok.eos_id and tok.decode(ex.completion) == completion
         question = prompt.strip()
         assert task.check(task.problem(*map(int, question.split("+"))), completion).correct
 
@@ -76,18 +91,21 @@ def test_step_schedule_matches_the_paper():
     assert [star.steps_for_iteration(n, 40, 0, 1.2) for n in (1, 2, 3)] == [40, 48, 58]
 
 
-@pytest.fixture(autouse=True)
-def scripted_sampling(monkeypatch):
+@pytest.fixture
+def scripted(monkeypatch):
     """Real model, trainer and checkpoints; rollouts come from the scripted sampler, so a tiny
     untrained model still yields a known mix of right and wrong rationales."""
     real_build = common.build
+    made = []
 
-    def build(steps):
-        s = real_build(steps)
+    def build():
+        s = real_build()
         s.sampler = ScriptedSampler(s.tok, AdditionTask(1, 2))
+        made.append(s.sampler)
         return s
 
     monkeypatch.setattr(common, "build", build)
+    return made
 
 
 def _final_params(workdir):
@@ -122,54 +140,62 @@ def _run(workdir, **overrides):
     return star.star(str(workdir), **kwargs)
 
 
-def test_star_restarts_from_base_and_writes_its_outputs(tmp_path, monkeypatch):
-    starts = []
+def _spy_fit(monkeypatch):
+    """Records (desc, step at start, params at start, params at end) of every fit call."""
+    log = []
     real_fit = star.fit
 
-    def spy_fit(trainer, state, data, num_steps, **kw):
-        starts.append((kw["desc"], int(state["step"]), jax.device_get(state["params"])))
-        return real_fit(trainer, state, data, num_steps, **kw)
+    def spy(trainer, state, data, num_steps, **kw):
+        start = (kw["desc"], int(state["step"]), fingerprint(state["params"]))
+        out = real_fit(trainer, state, data, num_steps, **kw)
+        log.append((*start, fingerprint(out["params"])))
+        return out
 
-    monkeypatch.setattr(star, "fit", spy_fit)
-    history = _run(tmp_path)
+    monkeypatch.setattr(star, "fit", spy)
+    return log
+
+
+@pytest.mark.parametrize("restart_from_base", [True, False])
+def test_each_iteration_samples_from_the_latest_model_and_evaluates_the_trained_one(
+        tmp_path, monkeypatch, scripted, restart_from_base):
+    """Iteration n collects with the weights iteration n-1 ended with (the base for n = 1),
+    fine-tunes from the base or from those weights, and evaluates the weights it trained;
+    every collection, hinted pass and evaluation draws from its own random stream."""
+    fits = _spy_fit(monkeypatch)
+    history = _run(tmp_path, restart_from_base=restart_from_base)
     assert [r["iteration"] for r in history] == [0, 1, 2]
-    base = starts[0]
-    after_base = jax.device_get(
-        star.Checkpointer(str(tmp_path / "base")).restore(
-            jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), base[2])
-        )[0]
-    )
-    for desc, step, params in starts[1:]:  # every iteration starts at step 0 from the base
-        assert step == 0, desc
-        for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(after_base), strict=True):
-            np.testing.assert_array_equal(x, y)
+    calls = scripted[0].calls
+    (_, _, _, base), (_, s1, start1, end1), (_, s2, start2, end2) = fits
+    assert s1 == s2 == 0
+    assert start1 == base and start2 == (base if restart_from_base else end1)
+    # per iteration: collect (16 problems), hinted (the 8 odd ones), evaluate (8 problems)
+    assert [(p, n) for p, _, n in calls] == [
+        (base, 8),  # evaluation of the base, iteration 0
+        (base, 16), (base, 8), (end1, 8),  # iteration 1: collect and rationalize, evaluate
+        (end1, 16), (end1, 8), (end2, 8),  # iteration 2 collects from iteration 1's result
+    ]
+    keys = [tuple(k) for _, k, _ in calls]
+    assert len(set(keys[1:3] + keys[4:6])) == 4  # sampling streams never repeat
+
+
+def test_star_restarts_from_base_and_writes_its_outputs(tmp_path, monkeypatch, scripted):
+    fits = _spy_fit(monkeypatch)
+    _run(tmp_path)
+    base = fits[0][3]
+    assert all(start == base and step == 0 for _, step, start, _ in fits[1:])
     for name in (
         "metrics.jsonl",
         "train_metrics.jsonl",
         "accuracy.png",
         "iteration_001/kept.jsonl",
         "iteration_002/samples.txt",
+        "tensorboard/train_metrics",
     ):
         assert (tmp_path / name).exists(), name
-    rows = [json.loads(x) for x in (tmp_path / "iteration_001/kept.jsonl").read_text().splitlines()]
-    assert all(" H" not in r["prompt"] for r in rows)
-
-
-def test_continue_mode_starts_from_the_last_iterate(tmp_path, monkeypatch):
-    starts = []
-    real_fit = star.fit
-
-    def spy_fit(trainer, state, data, num_steps, **kw):
-        starts.append(jax.device_get(state["params"]))
-        out = real_fit(trainer, state, data, num_steps, **kw)
-        starts.append(jax.device_get(out["params"]))
-        return out
-
-    monkeypatch.setattr(star, "fit", spy_fit)
-    _run(tmp_path, restart_from_base=False)
-    end_of_1, start_of_2 = starts[3], starts[4]
-    for x, y in zip(jax.tree.leaves(end_of_1), jax.tree.leaves(start_of_2), strict=True):
-        np.testing.assert_array_equal(x, y)
+    examples, info = star._load_kept(str(tmp_path / "iteration_001/kept.jsonl"))
+    assert info == {"kept": 8, "rationalized": 8} and len(examples) == 16
+    tok = CharTokenizer()
+    assert all(" H" not in tok.decode(e.prompt[1:]) for e in examples)
 
 
 class Interrupted(Exception):
@@ -177,7 +203,8 @@ class Interrupted(Exception):
 
 
 @pytest.mark.parametrize("restart_from_base", [True, False])
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, restart_from_base):
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, scripted,
+                                                   restart_from_base):
     full = _run(tmp_path / "full", restart_from_base=restart_from_base)
     real_fit = star.fit
     calls = {"n": 0}
@@ -205,3 +232,37 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, resta
         jax.tree.leaves(a["state"]["params"]), jax.tree.leaves(b["state"]["params"]), strict=True
     ):
         np.testing.assert_array_equal(x, y)
+
+
+class AnyFinished(AdditionTask):
+    """Addition whose checker accepts every completion: STaR then keeps whatever the real
+    sampler emitted, which this test can reproduce exactly."""
+
+    def check(self, problem, completion):
+        return Check(answer=completion, correct=True, steps=None)
+
+
+def test_real_sampler_collects_with_the_latest_weights_and_stores_its_own_ids(tmp_path):
+    """The loop on the real sampler and a real tiny model: iteration 1 keeps exactly the ids
+    the sampler draws from the base weights with iteration 1's collect stream (finished rows
+    only), so neither the weights, the key nor the stored ids can be the wrong ones."""
+    task = AnyFinished(1, 2)
+    _run(tmp_path, task=task, iterations=1, restart_from_base=False, num_problems=32,
+         temperature=1.0, rationalize=False)
+    examples, info = star._load_kept(str(tmp_path / "iteration_001/kept.jsonl"))
+    assert info["rationalized"] == 0 and info["kept"] == len(examples)
+
+    gin.clear_config()
+    gin.parse_config(TINY)
+    s = common.build()
+    ckpt = star.Checkpointer(str(tmp_path / "base"))
+    base, _ = ckpt.restore_params(s.trainer.abstract_state["params"])
+    ckpt.close()
+    pool = list(itertools.islice(task.problems("train", 0), 32))
+    problems = random.Random("star-0-1").sample(pool, len(pool))
+    cfg = SamplingConfig(max_new_tokens=24, temperature=1.0, n=1)
+    again = evaluation.rollouts(s.sampler, base, task, s.tok, problems, cfg,
+                                jax.random.fold_in(rng.key(0, 1, "collect"), 0))
+    want = [r.completion_ids for r in again if r.finished]
+    assert 0 < len(want) < len(again)  # a real mix: some rows ran out of tokens
+    assert [e.completion for e in examples] == want

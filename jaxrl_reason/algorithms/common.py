@@ -31,18 +31,17 @@ class Setup:
     trainer: Trainer
     sampler: Sampler
 
-    def trainer_for(self, steps: int) -> Trainer:
-        """A trainer of the same model and mesh whose schedule spans `steps` (a new phase)."""
-        return Trainer(self.model_cfg, make_optimizer(steps), self.trainer.mesh)
 
-
-@gin.configurable(denylist=["steps"])
-def build(steps: int, tokenizer: type = CharTokenizer, model: type = ModelConfig) -> Setup:
-    """Model sized to the tokenizer, trainer for `steps` optimizer steps, sampler on one mesh."""
+@gin.configurable
+def build(tokenizer: type = CharTokenizer, model: type = ModelConfig) -> Setup:
+    """Model sized to the tokenizer; trainer and sampler on one mesh. Neither ever sees the pad
+    or BOS id as a token to generate (the sampler masks them, the trainer's log-probs too)."""
     compilation_cache()
     tok = tokenizer()
     model_cfg = model(vocab_size=tok.vocab_size)
     mesh = parallel.make_mesh()
-    trainer = Trainer(model_cfg, make_optimizer(steps), mesh)
-    sampler = Sampler(model_cfg, stop_tokens=[tok.eos_id], mesh=mesh, pad_id=tok.pad_id)
+    banned = tuple(sorted({tok.pad_id, tok.bos_id} - {tok.eos_id}))
+    trainer = Trainer(model_cfg, make_optimizer(), mesh, banned_ids=banned)
+    sampler = Sampler(model_cfg, stop_tokens=[tok.eos_id], mesh=mesh, pad_id=tok.pad_id,
+                      banned_ids=banned)
     return Setup(tok, model_cfg, trainer, sampler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import matplotlib
@@ -10,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from jaxrl_reason import files  # noqa: E402
+
 
 def _difficulties(history: list[dict]) -> list[str]:
     keys = {k for r in history for k in r if k.startswith("acc/")}
@@ -17,7 +20,8 @@ def _difficulties(history: list[dict]) -> list[str]:
 
 
 def accuracy_plot(history: list[dict], path: str, x: str = "iteration", title: str = "") -> None:
-    """One line per difficulty: exact-match accuracy against `x`. Written atomically."""
+    """One line per difficulty: exact-match accuracy against `x`. Written atomically, by
+    process 0 only."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for k in _difficulties(history):
         ax.plot(
@@ -34,10 +38,15 @@ def accuracy_plot(history: list[dict], path: str, x: str = "iteration", title: s
     ax.legend(fontsize=8)
     ax.set_title(title or os.path.basename(os.path.dirname(os.path.abspath(path))))
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    save(fig, path)
+
+
+def save(fig, path: str) -> None:
+    """Writes a figure as PNG through `files.write_atomic`, and closes it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
+    files.write_atomic(path, buf.getvalue())
 
 
 def table(

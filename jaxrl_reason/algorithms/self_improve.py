@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import os
 import random
 import time
@@ -40,27 +39,27 @@ import gin
 import jax
 import numpy as np
 
-from jaxrl_reason import cli
+from jaxrl_reason import files, rng
 from jaxrl_reason.algorithms import common, evaluation, plots
 from jaxrl_reason.data.addition import AdditionTask, sample_operand, split_of
-from jaxrl_reason.data.batching import make_batch
+from jaxrl_reason.data.batching import Example, encode_example, make_batch
 from jaxrl_reason.data.tasks import Problem
-from jaxrl_reason.sampling.sampler import SamplingConfig
-from jaxrl_reason.tokenizers import Tokenizer
+from jaxrl_reason.errors import UserError, typed
+from jaxrl_reason.sampling.sampler import SamplingConfig, round_up
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.loop import fit
-from jaxrl_reason.training.metrics import MetricWriter
+from jaxrl_reason.training.metrics import MetricWriter, read_metrics
 
-Pair = tuple[str, str]
+Label = tuple[int, ...]  # a completion's token ids, as the models emitted them
 
 
 # ---- filters ------------------------------------------------------------------------------
-def majority_vote(outputs: Sequence[Sequence[str | None]], threshold: int) -> list[str | None]:
+def majority_vote(outputs: Sequence[Sequence[Label | None]], threshold: int) -> list[Label | None]:
     """Per input, its most common output when >= `threshold` outputs are that same string.
 
     None outputs (unfinished or unparseable) never count as votes. Ties go to the output seen
     first, so the result is deterministic."""
-    winners: list[str | None] = []
+    winners: list[Label | None] = []
     for outs in outputs:
         counts = collections.Counter(o for o in outs if o is not None)
         best = counts.most_common(1)
@@ -103,15 +102,15 @@ class MixtureStream:
     the index and a resumed stream repeats an uninterrupted one. With one source, or an empty
     newest or older pool, every row comes from the pool that has data."""
 
-    def __init__(self, tok: Tokenizer, sources: Sequence[Sequence[Pair]], batch_size: int,
-                 max_len: int, seed: int = 0, newest_prob: float = 0.5, len_bucket: int = 8):
+    def __init__(self, sources: Sequence[Sequence[Example]], batch_size: int, max_len: int,
+                 pad_id: int, seed: int = 0, newest_prob: float = 0.5, len_bucket: int = 8):
         if not 0.0 <= newest_prob <= 1.0:
-            raise ValueError(f"newest_prob must be in [0, 1], got {newest_prob}")
+            raise UserError(f"self_improve.newest_prob={newest_prob} must be in [0, 1]")
         self.newest = list(sources[-1])
         self.older = [p for src in sources[:-1] for p in src]
         if not self.newest and not self.older:
-            raise ValueError("MixtureStream: no examples to train on")
-        self.tok, self.batch_size, self.max_len = tok, batch_size, max_len
+            raise UserError("MixtureStream: no examples to train on")
+        self.batch_size, self.max_len, self.pad_id = batch_size, max_len, pad_id
         self.seed, self.newest_prob, self.len_bucket = seed, newest_prob, len_bucket
         self.num_sources = len(sources)
         self.index = 0
@@ -122,14 +121,14 @@ class MixtureStream:
     def set_state(self, state: dict) -> None:
         self.index = int(state["index"])
 
-    def rows(self, index: int) -> list[Pair]:
+    def rows(self, index: int) -> list[Example]:
         """The examples of batch `index`."""
-        rng = np.random.default_rng([self.seed, self.num_sources, index])
+        gen = np.random.default_rng([self.seed, self.num_sources, index])
         p = self.newest_prob if self.older else 1.0
         p = p if self.newest else 0.0
-        from_newest = rng.random(self.batch_size) < p
-        i_new = rng.integers(max(len(self.newest), 1), size=self.batch_size)
-        i_old = rng.integers(max(len(self.older), 1), size=self.batch_size)
+        from_newest = gen.random(self.batch_size) < p
+        i_new = gen.integers(max(len(self.newest), 1), size=self.batch_size)
+        i_old = gen.integers(max(len(self.older), 1), size=self.batch_size)
         return [self.newest[n] if f else self.older[o]
                 for f, n, o in zip(from_newest, i_new, i_old, strict=True)]
 
@@ -137,42 +136,43 @@ class MixtureStream:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        pairs = self.rows(self.index)
+        examples = self.rows(self.index)
         self.index += 1
-        longest = max(len(self.tok.encode(p + c)) + 2 for p, c in pairs)  # + BOS, EOS
-        seq_len = min(-(-longest // self.len_bucket) * self.len_bucket,
-                      max(self.max_len, longest))
-        return make_batch(self.tok, pairs, seq_len)
+        seq_len = min(round_up(max(len(e) for e in examples), self.len_bucket), self.max_len)
+        return make_batch(examples, seq_len, self.pad_id)
 
 
 # ---- self-labeling ------------------------------------------------------------------------
 def self_label(s: common.Setup, params_list: Sequence, task: AdditionTask,
-               problems: Sequence[Problem], cfg: SamplingConfig, seed: int, *,
+               problems: Sequence[Problem], cfg: SamplingConfig, key, *,
                vote_threshold: int, filter_length: bool,
-               length_slack: int) -> tuple[list[Pair], dict]:
-    """Labels `problems` with every model, filters, returns (kept pairs, stats).
+               length_slack: int) -> tuple[list[Example], dict]:
+    """Labels `problems` with every model, filters, returns (kept examples, stats).
 
-    An output is a candidate only if it finished (emitted the stop token) and parses; the
-    checker's verdict (`correct`) is used for the reported precisions and nothing else."""
-    outputs: list[list[str | None]] = [[] for _ in problems]
+    An output is a candidate only if it finished (emitted the stop token) and parses; votes
+    compare the emitted ids. The checker's verdict (`correct`) is used for the reported
+    precisions and nothing else. Model m samples with `fold_in(key, m)`."""
+    outputs: list[list[Label | None]] = [[] for _ in problems]
+    texts: dict[Label, str] = {}
     first: list[bool] = []  # model 0's first output per problem: correct? (precision unfiltered)
     for m, params in enumerate(params_list):
         results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, cfg,
-                                      seed=seed * 101 + m)
+                                      jax.random.fold_in(key, m))
         for i, r in enumerate(results):
-            finished = len(s.tok.encode(r.completion)) < cfg.max_new_tokens
-            outputs[i // cfg.n].append(
-                r.completion if finished and r.check.answer is not None else None)
+            ok = r.finished and r.check.answer is not None
+            outputs[i // cfg.n].append(r.completion_ids if ok else None)
+            texts[r.completion_ids] = r.completion
             if m == 0 and i % cfg.n == 0:
                 first.append(r.check.correct)
     labels = majority_vote(outputs, vote_threshold)
     voted = sum(lb is not None for lb in labels)
-    checks = [None if lb is None else task.check(p, lb) for p, lb in zip(problems, labels,
-                                                                         strict=True)]
+    checks = [None if lb is None else task.check(p, texts[lb])
+              for p, lb in zip(problems, labels, strict=True)]
     if filter_length:
         keep = length_filter([None if c is None else len(c.answer) for c in checks], length_slack)
         labels = [lb if k else None for lb, k in zip(labels, keep, strict=True)]
-    kept = [(task.prompt(p), lb) for p, lb in zip(problems, labels, strict=True) if lb is not None]
+    prompts = [tuple(r.prompt_ids) for r in results[:: cfg.n]]
+    kept = [Example(pr, lb) for pr, lb in zip(prompts, labels, strict=True) if lb is not None]
     right = sum(c.correct for c, lb in zip(checks, labels, strict=True) if lb is not None)
     return kept, _precisions({"labeled": len(problems), "voted": voted, "kept": len(kept),
                               "right": right, "first_right": sum(first)})
@@ -185,49 +185,42 @@ def _precisions(counts: dict) -> dict:
 
 
 def collect_labels(s: common.Setup, params_list: Sequence, task: AdditionTask,
-                   inputs: Callable[[int], list[Problem]], cfg: SamplingConfig, seed: int, *,
-                   wanted: int, max_passes: int, **filters) -> tuple[list[Pair], dict]:
+                   inputs: Callable[[int], list[Problem]], cfg: SamplingConfig, seed: int,
+                   round_: int, *, wanted: int, max_passes: int,
+                   **filters) -> tuple[list[Example], dict]:
     """Labels pass after pass of fresh inputs until `wanted` labels are kept or `max_passes`
     passes are done, as the paper labels until its quota is met: the further a round reaches
-    past what the models know, the fewer inputs pass the filters. Pass p draws `inputs(seed')`
-    and samples with seed' = seed + 100_000 * p (pass 0: `seed` itself)."""
-    kept: list[Pair] = []
+    past what the models know, the fewer inputs pass the filters. Pass p draws its inputs with
+    `inputs(seed')`, seed' = seed + 100_000 * p + round (pass 0: the round's own), and samples
+    from the stream (seed, round, "label", p)."""
+    kept: list[Example] = []
     counts: collections.Counter = collections.Counter()
     for p in range(max_passes):
-        pass_seed = seed + 100_000 * p
-        pairs, stats = self_label(s, params_list, task, inputs(pass_seed), cfg, pass_seed,
-                                  **filters)
-        kept += pairs
+        pass_seed = seed * 1000 + round_ + 100_000 * p
+        examples, stats = self_label(s, params_list, task, inputs(pass_seed), cfg,
+                                     rng.key(seed, round_, "label", p), **filters)
+        kept += examples
         counts.update({k: stats[k] for k in ("labeled", "voted", "kept", "right", "first_right")})
         if len(kept) >= wanted:
             break
     return kept, _precisions({**counts, "passes": p + 1})
 
 
-def _round_summaries(workdir: str) -> list[dict]:
-    """metrics.jsonl's round lines, skipping a line cut by a kill mid-write."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+def _save_labels(path: str, tok, examples: list[Example], stats: dict) -> None:
+    files.write_json(path, {"examples": [[list(e.prompt), [int(t) for t in e.completion]]
+                                         for e in examples],
+                            "text": [tok.decode(e.completion) for e in examples[:200]],
+                            "stats": stats})
 
 
-def _save_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f)
-    os.replace(path + ".tmp", path)
+def _load_labels(path: str) -> tuple[list[Example], dict]:
+    saved = files.read_json(path)
+    return [Example(tuple(p), tuple(c)) for p, c in saved["examples"]], saved["stats"]
 
 
 # ---- the job -------------------------------------------------------------------------------
 @gin.configurable(denylist=["workdir"])
+@typed
 def self_improve(
     workdir: str,
     task: AdditionTask = gin.REQUIRED,
@@ -262,30 +255,29 @@ def self_improve(
     `self_label_rounds=False` is the baseline: the same rounds, steps and schedule on gold
     1..L digit data only. Returns one summary per round (also in workdir/metrics.jsonl)."""
     if vote_threshold > num_models * samples_per_model:
-        raise cli.UserError(
+        raise UserError(
             f"self_improve.vote_threshold={vote_threshold} exceeds the "
             f"{num_models * samples_per_model} outputs per input (num_models x samples_per_model)")
     if not 0.0 <= equal_length_share <= 1.0:
-        raise cli.UserError(
+        raise UserError(
             f"self_improve.equal_length_share={equal_length_share} must be in [0, 1]")
     if label_inputs < 1 or max_label_passes < 1:
-        raise cli.UserError(f"self_improve.label_inputs={label_inputs} and max_label_passes="
+        raise UserError(f"self_improve.label_inputs={label_inputs} and max_label_passes="
                             f"{max_label_passes} must both be >= 1")
     top = task.max_digits
     eval_digits = tuple(eval_digits or range(1, top + rounds + 2))
     lengths = [steps_round0] + [steps_per_round] * rounds
     ends = list(itertools.accumulate(lengths))
-    s = common.build(steps_round0)
+    s = common.build()
     # Every round re-warms: fresh optimizer moments, warmup, then the configured decay over the
     # round (decaying within a round is what makes the model exact in distribution, and
     # exactness at 1..L is what lets it extrapolate to L+1 at all).
-    trainers = [s.trainer, s.trainer_for(steps_per_round)]
 
     if independent_lengths:
         gold_problems = mixed_length_problems(task, num_gold, seed, "train", top, exact=False)
     else:
         gold_problems = list(itertools.islice(task.problems("train", seed), num_gold))
-    gold = [(task.prompt(p), task.target(p)) for p in gold_problems]
+    gold = [encode_example(s.tok, task.prompt(p), task.target(p)) for p in gold_problems]
     # labeling inputs per pass with two L+r digit operands (all of them without independent lengths)
     n_equal = round(label_inputs * equal_length_share) if independent_lengths else label_inputs
     eval_set = [p for n in eval_digits for p in task.problems_of_length(n, eval_per_length, seed)]
@@ -300,21 +292,20 @@ def self_improve(
         restored = ckpt.restore(s.trainer.abstract_state)
         states.append(restored[0] if restored else s.trainer.init(seed + m))
         extras.append(restored[1] if restored else {"round": 0, "data": {"index": 0}})
-    history = _round_summaries(workdir)
+    history = read_metrics(workdir)
     done = history[-1]["round"] if history else None
     writer = MetricWriter(workdir, resume_step=done, key="round")
     train_writer = MetricWriter(workdir, resume_step=ckpts[0].latest_step(),
                                 filename="train_metrics.jsonl")
 
-    sources: list[list[Pair]] = [gold]
+    sources: list[list[Example]] = [gold]
     stats: dict = {"labeled": 0, "voted": 0, "kept": 0}
     for r in range(rounds + 1):
         t0 = time.time()
         path = os.path.join(workdir, "labels", f"round_{r:03d}.json")
         if r > 0 and self_label_rounds:
             if os.path.exists(path):
-                with open(path) as f:
-                    saved = json.load(f)
+                kept, stats = _load_labels(path)
             else:  # every model is exactly at the end of round r - 1 here (see module doc)
                 def inputs(pass_seed: int, r: int = r) -> list[Problem]:
                     equal = task.problems_of_length(top + r, n_equal, pass_seed, split="train")
@@ -322,24 +313,22 @@ def self_improve(
                                                          "train", top + r, exact=True)
 
                 kept, stats = collect_labels(
-                    s, [st["params"] for st in states], task, inputs, labeling, seed * 1000 + r,
+                    s, [st["params"] for st in states], task, inputs, labeling, seed, r,
                     wanted=labels_per_round, max_passes=max_label_passes,
                     vote_threshold=vote_threshold, filter_length=filter_length,
                     length_slack=length_slack)
-                saved = {"pairs": kept, "stats": stats}
-                _save_json(path, saved)
-            sources.append([tuple(p) for p in saved["pairs"]])
-            stats = saved["stats"]
+                _save_labels(path, s.tok, kept, stats)
+            sources.append(kept)
         if done is not None and r <= done:
             continue
         for m in range(num_models):
-            data = MixtureStream(s.tok, sources, batch_size, max_len, seed + m, newest_prob)
-            trainer = trainers[min(r, 1)]
+            data = MixtureStream(sources, batch_size, max_len, s.tok.pad_id, seed + m,
+                                 newest_prob)
             if extras[m].get("round") == r:  # resuming inside (or at the end of) this round
                 data.set_state(extras[m]["data"])
             elif r > 0:
-                states[m] = trainer.reset_optimizer(states[m])
-            states[m] = fit(trainer, states[m], data, lengths[r], ckpt=ckpts[m],
+                states[m] = s.trainer.reset_optimizer(states[m])
+            states[m] = fit(s.trainer, states[m], data, lengths[r], ckpt=ckpts[m],
                             step_offset=ends[r] - lengths[r],
                             writer=train_writer if m == 0 else None, extra={"round": r},
                             ckpt_every=ckpt_every, log_every=log_every,

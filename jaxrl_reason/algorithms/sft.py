@@ -9,8 +9,9 @@ import os
 import gin
 
 from jaxrl_reason.algorithms import common, evaluation
-from jaxrl_reason.data.batching import ExampleStream
+from jaxrl_reason.data.batching import ExampleStream, encode_example
 from jaxrl_reason.data.tasks import Task
+from jaxrl_reason.errors import require, typed
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.loop import fit
@@ -18,6 +19,7 @@ from jaxrl_reason.training.metrics import MetricWriter
 
 
 @gin.configurable(denylist=["workdir"])
+@typed
 def sft(
     workdir: str,
     task: Task = gin.REQUIRED,
@@ -33,12 +35,15 @@ def sft(
     max_new_tokens: int = 96,
 ) -> dict[str, float]:
     """Trains `steps` steps on `num_examples` training problems; resumes from workdir."""
-    s = common.build(steps)
-    pairs = [
-        (task.prompt(p), task.target(p))
+    for name, value in (("steps", steps), ("batch_size", batch_size),
+                        ("num_examples", num_examples), ("log_every", log_every)):
+        require(value >= 1, f"sft.{name}", value, "must be >= 1")
+    s = common.build()
+    examples = [
+        encode_example(s.tok, task.prompt(p), task.target(p))
         for p in itertools.islice(task.problems("train", seed), num_examples)
     ]
-    data = ExampleStream(s.tok, pairs, batch_size, max_len, seed)
+    data = ExampleStream(examples, batch_size, max_len, s.tok.pad_id, seed)
     test = list(itertools.islice(task.problems("test", seed), eval_problems))
     greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
 

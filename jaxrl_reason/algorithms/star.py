@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import random
 import time
+from typing import Literal
 
 import gin
 import jax
 from absl import logging
 
+from jaxrl_reason import files, rng
 from jaxrl_reason.algorithms import common, evaluation, plots
-from jaxrl_reason.data.batching import ExampleStream
+from jaxrl_reason.data.batching import Example, ExampleStream, encode_example, encode_prompt
 from jaxrl_reason.data.tasks import Problem, Task
+from jaxrl_reason.errors import require, typed
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.loop import fit
@@ -42,7 +44,8 @@ def steps_for_iteration(n: int, first: int, add: int, growth: float) -> int:
 
 @dataclasses.dataclass
 class Collected:
-    pairs: list[tuple[str, str]]  # (prompt WITHOUT hint, completion) to fine-tune on
+    examples: list[Example]  # prompt WITHOUT hint + the sampled completion ids, to fine-tune on
+    texts: list[tuple[str, str]]  # the same, as text, for kept.jsonl
     kept: int
     rationalized: int
     samples: list[evaluation.Rollout]
@@ -55,17 +58,22 @@ def collect(
     problems: list[Problem],
     cfg: SamplingConfig,
     rationalize: bool,
-    seed: int,
+    key: jax.Array,
 ) -> Collected:
-    """Steps 1-3 of an iteration: sample, filter by the checker, rationalize the failures."""
-    results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, cfg, seed)
-    pairs: dict[int, tuple[str, str]] = {}
+    """Steps 1-3 of an iteration: sample, filter by the checker, rationalize the failures.
+
+    A sample is kept iff it finished (emitted EOS) and the checker accepts its answer; the kept
+    completion is the sampler's own ids. `key` is split into the sampling and the hinted stream."""
+    results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, cfg,
+                                  jax.random.fold_in(key, 0))
+    chosen: dict[int, evaluation.Rollout] = {}
+    prompts: dict[int, tuple[int, ...]] = {}
     for i, r in enumerate(results):
         p = i // cfg.n
-        if r.check.correct and p not in pairs:
-            pairs[p] = (r.prompt, r.completion)
-    kept = len(pairs)
-    failed = [p for p in range(len(problems)) if p not in pairs]
+        if r.finished and r.check.correct and p not in chosen:
+            chosen[p], prompts[p] = r, r.prompt_ids
+    kept = len(chosen)
+    failed = [p for p in range(len(problems)) if p not in chosen]
     rationalized = 0
     if rationalize and failed:
         hinted = evaluation.rollouts(
@@ -75,31 +83,37 @@ def collect(
             s.tok,
             [problems[p] for p in failed],
             cfg,
-            seed + 1,
+            jax.random.fold_in(key, 1),
             hints=[problems[p].answer for p in failed],
         )
         for i, r in enumerate(hinted):
             p = failed[i // cfg.n]
-            if r.check.correct and p not in pairs:
-                pairs[p] = (task.prompt(problems[p]), r.completion)  # the hint is dropped here
+            if r.finished and r.check.correct and p not in chosen:
+                chosen[p] = r  # stored under the prompt WITHOUT the hint:
+                prompts[p] = tuple(encode_prompt(s.tok, task.prompt(problems[p])))
                 rationalized += 1
-    return Collected([pairs[p] for p in sorted(pairs)], kept, rationalized, results)
+    order = sorted(chosen)
+    examples = [Example(prompts[p], chosen[p].completion_ids) for p in order]
+    texts = [(task.prompt(problems[p]), chosen[p].completion) for p in order]
+    return Collected(examples, texts, kept, rationalized, results)
 
 
-def _save_pairs(path: str, pairs: list[tuple[str, str]]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        for prompt, completion in pairs:
-            f.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
-    os.replace(path + ".tmp", path)
+def _save_kept(path: str, got: Collected) -> None:
+    files.write_jsonl(path, [
+        {"prompt": prompt, "completion": completion, "prompt_ids": list(ex.prompt),
+         "completion_ids": [int(t) for t in ex.completion]}
+        for (prompt, completion), ex in zip(got.texts, got.examples, strict=True)])
+    files.write_json(path + ".info", {"kept": got.kept, "rationalized": got.rationalized})
 
 
-def _load_pairs(path: str) -> list[tuple[str, str]]:
-    with open(path) as f:
-        return [(r["prompt"], r["completion"]) for r in map(json.loads, f)]
+def _load_kept(path: str) -> tuple[list[Example], dict]:
+    rows = files.read_jsonl(path)
+    examples = [Example(tuple(r["prompt_ids"]), tuple(r["completion_ids"])) for r in rows]
+    return examples, files.read_json(path + ".info")
 
 
 @gin.configurable(denylist=["workdir", "steps"])
+@typed
 def direct_baseline(
     workdir: str,
     steps: int,
@@ -114,11 +128,10 @@ def direct_baseline(
     """The paper's comparison: fine-tune straight on (question, gold answer) with no rationale,
     on the same problems and the same step budget as a STaR run. Bind `task` to a task whose
     targets carry no rationale (e.g. AdditionTask.scratchpad = "none")."""
-    s = common.build(steps)
+    s = common.build()
     pool = list(itertools.islice(task.problems("train", seed), num_problems))
-    data = ExampleStream(
-        s.tok, [(task.prompt(p), task.target(p)) for p in pool], batch_size, max_len, seed
-    )
+    examples = [encode_example(s.tok, task.prompt(p), task.target(p)) for p in pool]
+    data = ExampleStream(examples, batch_size, max_len, s.tok.pad_id, seed)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     state = s.trainer.init(seed)
     if (restored := ckpt.restore(s.trainer.abstract_state)) is not None:
@@ -142,6 +155,7 @@ def direct_baseline(
 
 
 @gin.configurable(denylist=["workdir"])
+@typed
 def star(
     workdir: str,
     task: Task = gin.REQUIRED,
@@ -164,11 +178,15 @@ def star(
     difficulties: tuple[int, ...] = (1, 2, 3, 4, 5),
     seed: int = 0,
     ckpt_every: int = 50,
-    mode: str = "star",
+    mode: Literal["star", "direct"] = "star",
 ) -> list[dict]:
     """Runs (or resumes) STaR in `workdir`; returns the per-iteration metrics.
 
     mode="direct" runs `direct_baseline` instead, with the same total step budget."""
+    for name, value in (("iterations", iterations), ("base_steps", base_steps),
+                        ("first_steps", first_steps), ("num_problems", num_problems),
+                        ("samples_per_problem", samples_per_problem), ("batch_size", batch_size)):
+        require(value >= 1, f"star.{name}", value, "must be >= 1")
     t_start = time.time()
     schedule = [
         steps_for_iteration(n, first_steps, steps_add, steps_growth)
@@ -176,13 +194,8 @@ def star(
     ]
     if mode == "direct":
         return direct_baseline(workdir, steps=base_steps + sum(schedule), seed=seed)
-    if mode != "star":
-        raise ValueError(f"star.mode must be 'star' or 'direct', got {mode!r}")
     offsets = list(itertools.accumulate([base_steps, *schedule]))  # global step at iteration ends
-    s = common.build(base_steps)
-    # Each iteration fine-tunes with its own warmup and decay over its own steps, as the base
-    # did: restarting from the base at a base-sized schedule's peak rate would undo the base.
-    trainers = {n: s.trainer_for(steps) for n, steps in enumerate(schedule, start=1)}
+    s = common.build()
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     base_ckpt = Checkpointer(os.path.join(workdir, "base"), max_to_keep=1)
     train_writer = MetricWriter(workdir, ckpt.latest_step(), filename="train_metrics.jsonl")
@@ -205,17 +218,14 @@ def star(
     extra = restored[1] if restored else {"iteration": 0, "data": {"index": 0}}
     if restored:
         state = restored[0]
-    seed_pairs = [
-        (seed_task.prompt(p), seed_task.target(p))
-        for p in itertools.islice(seed_task.problems("train", seed), num_seed_examples)
-    ]
+    seeds = list(itertools.islice(seed_task.problems("train", seed), num_seed_examples))
+    seed_examples = [encode_example(s.tok, seed_task.prompt(p), seed_task.target(p))
+                     for p in seeds]
     # The base also learns the rationalization format: the same seeds, shown with their hint.
-    seed_pairs += [
-        (seed_task.prompt(p, hint=p.answer), seed_task.target(p))
-        for p in itertools.islice(seed_task.problems("train", seed), num_seed_examples)
-    ]
+    seed_examples += [encode_example(s.tok, seed_task.prompt(p, hint=p.answer),
+                                     seed_task.target(p)) for p in seeds]
     if extra["iteration"] == 0:
-        data = ExampleStream(s.tok, seed_pairs, batch_size, max_len, seed)
+        data = ExampleStream(seed_examples, batch_size, max_len, s.tok.pad_id, seed)
         data.set_state(extra["data"])
         state = fit(
             s.trainer,
@@ -232,9 +242,9 @@ def star(
         ckpt.wait()
         extra = {"iteration": 1, "data": {"index": 0}, "fresh": True}
     if base_ckpt.latest_step() is None:
-        base_ckpt.save(0, state["params"], force=True)
+        base_ckpt.save(0, {"params": state["params"]}, force=True)
         base_ckpt.wait()
-    base_params = base_ckpt.restore(s.trainer.abstract_state["params"])[0]
+    base_params, _ = base_ckpt.restore_params(s.trainer.abstract_state["params"])
 
     writer = MetricWriter(workdir, extra["iteration"] - 1, key="iteration")
     history = [r for r in read_metrics(workdir) if r["iteration"] < extra["iteration"]]
@@ -260,24 +270,24 @@ def star(
         t0 = time.time()
         kept_path = os.path.join(workdir, f"iteration_{n:03d}", "kept.jsonl")
         if mid_iteration and os.path.exists(kept_path):
-            pairs, info = _load_pairs(kept_path), json.load(open(kept_path + ".info"))
+            examples, info = _load_kept(kept_path)
         else:
             problems = random.Random(f"star-{seed}-{n}").sample(pool, len(pool))
-            got = collect(
-                s, state["params"], task, problems, sampling, rationalize, seed * 1000 + n
-            )
-            pairs, info = got.pairs, {"kept": got.kept, "rationalized": got.rationalized}
-            _save_pairs(kept_path, pairs)
-            json.dump(info, open(kept_path + ".info", "w"))
+            got = collect(s, state["params"], task, problems, sampling, rationalize,
+                          rng.key(seed, n, "collect"))
+            examples, info = got.examples, {"kept": got.kept, "rationalized": got.rationalized}
+            _save_kept(kept_path, got)
             _write_samples(os.path.join(workdir, f"iteration_{n:03d}", "samples.txt"), got.samples)
             start_params = base_params if restart_from_base else state["params"]
-            state = trainers[n].reset_optimizer(state, params=start_params)
-        if pairs:
-            data = ExampleStream(s.tok, pairs, batch_size, max_len, seed + n)
+            state = s.trainer.reset_optimizer(state, params=start_params)
+        if examples:
+            data = ExampleStream(examples, batch_size, max_len, s.tok.pad_id, seed + n)
             if mid_iteration:
                 data.set_state(extra["data"])
+            # Each iteration fine-tunes with its own warmup and decay over its own steps, as the
+            # base did: restarting from the base at the base's peak rate would undo the base.
             state = fit(
-                trainers[n],
+                s.trainer,
                 state,
                 data,
                 schedule[n - 1],
@@ -325,9 +335,7 @@ def star(
 
 def _write_samples(path: str, samples: list[evaluation.Rollout], limit: int = 50) -> None:
     """A few rollouts, verdict first, for a person to read."""
-    with open(path, "w") as f:
-        for r in samples[:limit]:
-            f.write(
-                f"### {'CORRECT' if r.check.correct else 'WRONG'} (gold {r.problem.answer}) "
-                f"steps={r.check.steps}\n{r.prompt}{r.completion}\n"
-            )
+    files.write_atomic(path, "".join(
+        f"### {'CORRECT' if r.check.correct else 'WRONG'} (gold {r.problem.answer}) "
+        f"steps={r.check.steps}{'' if r.finished else ' (truncated)'}\n{r.prompt}{r.completion}\n"
+        for r in samples[:limit]))

@@ -1,59 +1,112 @@
-"""Turns (prompt, completion) texts into fixed-shape training batches, and back.
+"""Token examples and the fixed-shape batches built from them; sampler output as a batch.
 
-Sequences are [BOS] prompt completion [EOS], right-padded with 0 to a length bucket; the
-loss mask covers the completion and EOS only, so prompt tokens are never trained on.
+An `Example` is token ids, never text: (prompt ids, completion ids). A gold example's
+completion ends in EOS (`encode_example`); a sampled one is what the sampler emitted, with its
+stop token only if it really stopped (a truncated row has none, and none is added). Nothing
+re-encodes decoded text to recover ids.
+
+Every batch is a dict of [B, T] arrays laid out the same way: rows right-padded with the
+tokenizer's pad id, and explicit `input_mask` (real tokens), `positions` and `loss_mask`
+(1 where the token is a training target: completion tokens only). Per-token fields that losses
+read (`old_logprobs`, `advantages`, `weights`, ...) are aligned with `tokens`: entry t is about
+token t as a target.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
+from jaxrl_reason.errors import UserError
+from jaxrl_reason.sampling.sampler import Samples, round_up
 from jaxrl_reason.tokenizers import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    prompt: tuple[int, ...]
+    completion: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.prompt) + len(self.completion)
 
 
 def encode_prompt(tok: Tokenizer, prompt: str) -> list[int]:
     return [tok.bos_id, *tok.encode(prompt)]
 
 
+def encode_example(tok: Tokenizer, prompt: str, completion: str) -> Example:
+    """A gold (prompt, completion) text pair as ids: BOS + prompt, completion + EOS."""
+    return Example(tuple(encode_prompt(tok, prompt)), (*tok.encode(completion), tok.eos_id))
+
+
 def make_batch(
-    tok: Tokenizer,
-    pairs: Sequence[tuple[str, str]],
+    examples: Sequence[Example],
     seq_len: int,
+    pad_id: int,
     batch_size: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Builds {tokens, loss_mask} [B, seq_len]; rows beyond len(pairs) are all padding.
+    """{tokens, input_mask, positions, loss_mask} [B, seq_len]; rows past the examples are
+    all padding (masks 0).
 
-    A sequence longer than seq_len is an error, not a silent truncation: a cut-off
-    rationale would train the model to stop mid-answer."""
-    b = batch_size or len(pairs)
-    tokens = np.zeros((b, seq_len), np.int32)
-    mask = np.zeros((b, seq_len), np.int32)
-    for i, (prompt, completion) in enumerate(pairs):
-        p = encode_prompt(tok, prompt)
-        c = [*tok.encode(completion), tok.eos_id]
-        if len(p) + len(c) > seq_len:
-            raise ValueError(
-                f"example of {len(p) + len(c)} tokens exceeds seq_len={seq_len}; raise the job's "
-                f"seq_len binding (prompt starts {prompt[:40]!r})"
-            )
-        tokens[i, : len(p) + len(c)] = p + c
-        mask[i, len(p) : len(p) + len(c)] = 1
-    return {"tokens": tokens, "loss_mask": mask}
+    A sequence longer than seq_len is an error, not a silent truncation: a cut-off rationale
+    would train the model to stop mid-answer."""
+    b = batch_size or len(examples)
+    tokens = np.full((b, seq_len), pad_id, np.int32)
+    input_mask = np.zeros((b, seq_len), bool)
+    positions = np.zeros((b, seq_len), np.int32)
+    loss_mask = np.zeros((b, seq_len), np.int32)
+    for i, ex in enumerate(examples):
+        n, p = len(ex), len(ex.prompt)
+        if n > seq_len:
+            raise UserError(
+                f"an example of {n} tokens exceeds the batch length {seq_len}; raise the job's "
+                f"max_len binding (prompt ids start {list(ex.prompt[:12])})")
+        tokens[i, :n] = (*ex.prompt, *ex.completion)
+        input_mask[i, :n] = True
+        positions[i, :n] = np.arange(n)
+        loss_mask[i, p:n] = 1
+    return {"tokens": tokens, "input_mask": input_mask, "positions": positions,
+            "loss_mask": loss_mask}
 
 
-def decode_completions(tok: Tokenizer, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
-    """Texts of sampled completions (stop token and padding removed)."""
-    return [tok.decode(row[:n]) for row, n in zip(tokens, lengths, strict=True)]
+def batch_from_samples(
+    prompts: Sequence[Sequence[int]],
+    samples: Samples,
+    pad_id: int,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The training batch of sampled rows, built from the sampler's own ids: `make_batch`'s
+    fields plus `old_logprobs` (the sampler's log-probs, at the completion tokens), `finished`
+    [B] and `prompt_index` [B]. `seq_len` defaults to the longest row."""
+    examples = [
+        Example(tuple(prompts[i]), tuple(samples.tokens[r, : samples.lengths[r]]))
+        for r, i in enumerate(samples.prompt_index)
+    ]
+    seq_len = seq_len or max(len(e) for e in examples)
+    batch = make_batch(examples, seq_len, pad_id, batch_size)
+    old = np.zeros(batch["tokens"].shape, np.float32)
+    for r, ex in enumerate(examples):
+        p = len(ex.prompt)
+        old[r, p : len(ex)] = samples.logprobs[r, : samples.lengths[r]]
+    b = batch["tokens"].shape[0]
+    finished = np.zeros((b,), bool)
+    finished[: len(examples)] = samples.finished
+    index = np.full((b,), -1, np.int32)
+    index[: len(examples)] = samples.prompt_index
+    return {**batch, "old_logprobs": old, "finished": finished, "prompt_index": index}
 
 
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
+def decode_completions(tok: Tokenizer, samples: Samples) -> list[str]:
+    """Texts of sampled completions (stop token and padding removed), for checkers and people."""
+    return [tok.decode(row[:n]) for row, n in zip(samples.tokens, samples.lengths, strict=True)]
 
 
 class ExampleStream:
-    """Endless, resumable batches over a fixed list of (prompt, completion) pairs.
+    """Endless, resumable batches over a fixed list of examples.
 
     Epoch e is a permutation drawn from (seed, e), cut into groups of `group` batches whose
     examples are sorted by length before batching (so batches hold similar lengths and train
@@ -62,24 +115,22 @@ class ExampleStream:
 
     def __init__(
         self,
-        tok: Tokenizer,
-        pairs: Sequence[tuple[str, str]],
+        examples: Sequence[Example],
         batch_size: int,
         max_len: int,
+        pad_id: int,
         seed: int = 0,
         len_bucket: int = 16,
         group: int = 8,
     ):
-        if not pairs:
-            raise ValueError("ExampleStream: no examples to train on")
-        self.tok, self.pairs, self.batch_size = tok, list(pairs), batch_size
+        if not examples:
+            raise UserError("ExampleStream: no examples to train on")
+        self.examples, self.batch_size, self.pad_id = list(examples), batch_size, pad_id
         self.max_len, self.seed, self.len_bucket, self.group = max_len, seed, len_bucket, group
         self.index = 0
         self._epoch: tuple[int, list[np.ndarray]] | None = None
-        self._lengths = np.array(
-            [len(encode_prompt(tok, p)) + len(tok.encode(c)) + 1 for p, c in self.pairs]
-        )
-        self.batches_per_epoch = max(1, len(self.pairs) // batch_size)
+        self._lengths = np.array([len(e) for e in self.examples])
+        self.batches_per_epoch = max(1, len(self.examples) // batch_size)
 
     def get_state(self) -> dict:
         return {"index": self.index}
@@ -90,7 +141,7 @@ class ExampleStream:
     def _batches(self, epoch: int) -> list[np.ndarray]:
         if self._epoch is None or self._epoch[0] != epoch:
             rng = np.random.default_rng([self.seed, epoch])
-            order = rng.permutation(len(self.pairs))
+            order = rng.permutation(len(self.examples))
             if len(order) < self.batch_size:  # tiny sets: repeat to fill one batch
                 order = np.resize(order, self.batch_size)
             chunk = self.batch_size * self.group
@@ -113,5 +164,5 @@ class ExampleStream:
         ]
         self.index += 1
         longest = int(self._lengths[idx].max())
-        seq_len = min(_round_up(longest, self.len_bucket), self.max_len)
-        return make_batch(self.tok, [self.pairs[i] for i in idx], seq_len)
+        seq_len = min(round_up(longest, self.len_bucket), self.max_len)
+        return make_batch([self.examples[i] for i in idx], seq_len, self.pad_id)

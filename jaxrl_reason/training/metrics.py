@@ -1,19 +1,20 @@
 """Metric writers: metrics.jsonl (for scripts and plots) and TensorBoard events (no TensorFlow).
 
 On resume, lines past the restored step are dropped, so a resumed run's metrics.jsonl equals
-an uninterrupted run's.
+an uninterrupted run's. Only process 0 writes; every process returns the same records.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
 import jax
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from jaxrl_reason import files
 
 
 def _scalar(v: Any) -> Any:
@@ -24,51 +25,43 @@ def _scalar(v: Any) -> Any:
 
 
 class MetricWriter:
-    """Appends {"step": s, **metrics} lines; mirrors numeric scalars to TensorBoard."""
+    """Appends {key: s, **metrics} lines; mirrors numeric scalars to TensorBoard.
+
+    `resume_step` is the step the job resumed from: lines past it are dropped (None: no
+    checkpoint, start afresh). A local file is appended to; a remote one (gs://) is rewritten
+    whole on each write, since object stores cannot append."""
 
     def __init__(
         self,
-        workdir: str,
+        workdir: files.PathLike,
         resume_step: int | None = None,
         key: str = "step",
         filename: str = "metrics.jsonl",
     ):
-        os.makedirs(workdir, exist_ok=True)
-        self.path = os.path.join(workdir, filename)
+        self.path = files.path(workdir) / filename
         self.key = key
-        self._truncate_after(resume_step)
+        self.remote = "://" in str(self.path)
+        self.records = [r for r in files.read_jsonl(self.path)
+                        if resume_step is not None and r.get(key, 0) <= resume_step]
+        files.write_jsonl(self.path, self.records)
         self._tb = None
-        if jax.process_index() == 0:
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard", filename.split(".")[0]))
-
-    def _truncate_after(self, step: int | None) -> None:
-        if not os.path.exists(self.path):
-            return
-        with open(self.path) as f:
-            lines = [ln for ln in f if ln.strip()]
-        keep = []
-        for ln in lines:
-            try:
-                rec = json.loads(ln)
-            except json.JSONDecodeError:  # a line cut by a kill mid-write
-                continue
-            if step is not None and rec.get(self.key, 0) <= step:
-                keep.append(ln)
-        with open(self.path + ".tmp", "w") as f:
-            f.writelines(keep)
-        os.replace(self.path + ".tmp", self.path)
+        if files.is_writer():
+            self._tb = SummaryWriter(str(files.path(workdir) / "tensorboard" /
+                                         filename.split(".")[0]))
 
     def write(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
-        rec = {
-            self.key: int(step),
-            **{k: _scalar(v) for k, v in metrics.items()},
-            "time": time.time(),
-        }
-        if jax.process_index() == 0:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+        rec = {self.key: int(step), **{k: _scalar(v) for k, v in metrics.items()},
+               "time": time.time()}
+        self.records.append(rec)
+        if files.is_writer():
+            if self.remote:
+                files.write_jsonl(self.path, self.records)
+            else:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
             for k, v in rec.items():
-                if isinstance(v, int | float) and k not in (self.key, "time"):
+                if isinstance(v, int | float) and not isinstance(v, bool) \
+                        and k not in (self.key, "time"):
                     self._tb.add_scalar(k, v, step)
             self._tb.flush()
         return rec
@@ -78,9 +71,6 @@ class MetricWriter:
             self._tb.close()
 
 
-def read_metrics(workdir: str, filename: str = "metrics.jsonl") -> list[dict[str, Any]]:
-    path = os.path.join(workdir, filename)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
+def read_metrics(workdir: files.PathLike, filename: str = "metrics.jsonl") -> list[dict[str, Any]]:
+    """The records of workdir/filename, skipping a last line cut by a kill mid-write."""
+    return files.read_jsonl(files.path(workdir) / filename)
