@@ -88,13 +88,13 @@ def typed(fn: F) -> F:
 
     Apply it below `@gin.configurable`, so gin's bindings are what gets checked."""
     signature = inspect.signature(fn)
-    owner = fn.__name__
+    owner = fn.__qualname__.removesuffix(".__init__")  # a class's __init__: the class name
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         hints = typing.get_type_hints(fn)
         bound = signature.bind_partial(*args, **kwargs)
-        check_types(owner, dict(bound.arguments), hints)
+        check_types(owner, {k: v for k, v in bound.arguments.items() if k != "self"}, hints)
         return fn(*args, **kwargs)
 
     wrapper.__signature__ = signature  # what gin inspects (its gin.REQUIRED checks included)

@@ -15,7 +15,7 @@ token t as a target.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -98,6 +98,21 @@ def batch_from_samples(
     index = np.full((b,), -1, np.int32)
     index[: len(examples)] = samples.prompt_index
     return {**batch, "old_logprobs": old, "finished": finished, "prompt_index": index}
+
+
+def step_ends(completion: Sequence[int], delimiters: Collection[int],
+              stop_ids: Collection[int] = ()) -> list[int]:
+    """Indices into `completion` of the last token of each step: each delimiter token (e.g. the
+    newline ending a line), and the last token before the stop token (or of a truncated row)
+    when something follows the last delimiter. A stop token right after a delimiter ends no
+    step of its own."""
+    ids = list(completion)
+    while ids and ids[-1] in stop_ids:
+        ids.pop()
+    ends = [i for i, t in enumerate(ids) if t in delimiters]
+    if ids and (not ends or ends[-1] != len(ids) - 1):
+        ends.append(len(ids) - 1)
+    return ends
 
 
 def decode_completions(tok: Tokenizer, samples: Samples) -> list[str]:

@@ -1,0 +1,150 @@
+"""Chain arithmetic: GSM8K-shaped multi-step problems where verification matters.
+
+A problem is a start value and 3-8 operations applied in order. The prompt states them
+compactly ("7 +5 *3 -4\\n"); the worked solution computes one intermediate result per line in
+GSM8K's calculator form, then the answer line:
+
+    <<7+5=12>>
+    <<12*3=36>>
+    <<36-4=32>>
+    #### 32
+
+Every step can be judged exactly (`step_labels`): line k is right iff it applies operation k to
+the TRUE value after k steps and states the right result. So a line that copies a wrong earlier
+value is wrong, and one that recovers the true value is right again: exactly when the gold answer
+is still reachable from the prefix, which is what Monte-Carlo labels estimate (Math-Shepherd).
+Train and test problems are disjoint by construction: a problem belongs to the test split iff a
+stable hash of its statement falls in the test bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Iterator
+
+import gin
+
+from jaxrl_reason.data.tasks import Check, Problem
+from jaxrl_reason.errors import require, typed
+from jaxrl_reason.rewards.answers import extract_answer, numbers_equal
+
+TEST_BUCKETS = 10
+_OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
+_LINE = re.compile(r"<<(-?\d+)([+\-*])(\d+)=(-?\d+)>>")
+
+
+def _split_of(statement: str) -> str:
+    digest = hashlib.blake2b(statement.encode(), digest_size=8).digest()
+    return "test" if int.from_bytes(digest, "little") % TEST_BUCKETS == 0 else "train"
+
+
+def intermediates(start: int, ops: tuple[tuple[str, int], ...]) -> list[int]:
+    """[value after step 1, ..., value after the last step]."""
+    values, x = [], start
+    for op, y in ops:
+        x = _OPS[op](x, y)
+        values.append(x)
+    return values
+
+
+def step_labels(start: int, ops: tuple[tuple[str, int], ...], rationale: str) -> list[bool]:
+    """One exact verdict per operation: line k (of the text before "####") is right iff it is
+    `<<v op y=w>>` with v the true value before step k, (op, y) operation k, w = v op y.
+    Missing or unparseable lines are wrong."""
+    lines = [ln for ln in rationale.split("####", 1)[0].split("\n") if ln.strip()]
+    truth = [start, *intermediates(start, ops)]
+    verdicts = []
+    for k, (op, y) in enumerate(ops):
+        m = _LINE.fullmatch(lines[k].strip()) if k < len(lines) else None
+        verdicts.append(m is not None and int(m[1]) == truth[k] and m[2] == op
+                        and int(m[3]) == y and int(m[4]) == truth[k + 1])
+    return verdicts
+
+
+@gin.configurable
+class ChainTask:
+    """Chains of `min_steps`..`max_steps` operations (+, -, *) on a start value; operands of
+    1..`max_operand` (start: 1..`max_start`), every intermediate kept within 0..`max_value`
+    so lines stay short. Difficulty = the number of steps."""
+
+    name = "chain"
+
+    @typed
+    def __init__(self, min_steps: int = 3, max_steps: int = 8, max_start: int = 20,
+                 max_operand: int = 9, max_value: int = 99, ops: str = "+-*",
+                 test_size: int = 1000):
+        require(1 <= min_steps <= max_steps, "ChainTask.min_steps", min_steps,
+                f"must be in [1, max_steps={max_steps}]")
+        require(max_operand >= 1 and max_start >= 1, "ChainTask.max_operand", max_operand,
+                "and max_start must be >= 1")
+        require(max_value >= max(max_start, max_operand), "ChainTask.max_value", max_value,
+                "must be >= max_start and max_operand")
+        require(bool(ops) and set(ops) <= set(_OPS), "ChainTask.ops", ops,
+                f"must be a non-empty string of {sorted(_OPS)}")
+        self.min_steps, self.max_steps = min_steps, max_steps
+        self.max_start, self.max_operand, self.max_value = max_start, max_operand, max_value
+        self.ops, self.test_size = ops, test_size
+
+    # ---- problems ---------------------------------------------------------------------------
+    def problem(self, start: int, ops: tuple[tuple[str, int], ...]) -> Problem:
+        values = intermediates(start, ops)
+        rationale = "".join(f"<<{x}{op}{y}={z}>>\n"
+                            for x, (op, y), z in zip([start, *values[:-1]], ops, values,
+                                                     strict=True))
+        return Problem(question=self.statement(start, ops), answer=str(values[-1]),
+                       rationale=rationale, difficulty=len(ops),
+                       meta={"start": start, "ops": ops})
+
+    @staticmethod
+    def statement(start: int, ops: tuple[tuple[str, int], ...]) -> str:
+        return f"{start} " + " ".join(f"{op}{y}" for op, y in ops)
+
+    def _sample(self, rng: random.Random, steps: int, split: str) -> Problem:
+        while True:  # rejection keeps the splits disjoint and values in range
+            x = start = rng.randint(1, self.max_start)
+            ops = []
+            for _ in range(steps):
+                choices = [(op, y) for op in self.ops for y in range(1, self.max_operand + 1)
+                           if 0 <= _OPS[op](x, y) <= self.max_value]
+                op, y = rng.choice(choices)  # x <= max_value, so "+1" or "-1" always fits
+                ops.append((op, y))
+                x = _OPS[op](x, y)
+            ops = tuple(ops)
+            if _split_of(self.statement(start, ops)) == split:
+                return self.problem(start, ops)
+
+    def problems(self, split: str, seed: int) -> Iterator[Problem]:
+        """Endless for "train", `test_size` problems for "test"; deterministic in (seed, split)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"ChainTask split must be 'train' or 'test', got {split!r}")
+        rng = random.Random(f"chain-{seed}-{split}")
+        count = 0
+        while split == "train" or count < self.test_size:
+            yield self._sample(rng, rng.randint(self.min_steps, self.max_steps), split)
+            count += 1
+
+    def problems_of_length(self, n: int, count: int, seed: int, split: str = "test"
+                           ) -> list[Problem]:
+        """`count` problems of exactly n steps."""
+        rng = random.Random(f"chain-{seed}-{split}-len{n}")
+        return [self._sample(rng, n, split) for _ in range(count)]
+
+    # ---- text -------------------------------------------------------------------------------
+    def prompt(self, problem: Problem, hint: str | None = None) -> str:
+        """ "7 +5 *3 -4\\n", or "7 +5 *3 -4 H32\\n" when rationalizing with the gold answer."""
+        return problem.question + ("" if hint is None else f" H{hint}") + "\n"
+
+    def target(self, problem: Problem, rationale: str | None = None) -> str:
+        text = problem.rationale if rationale is None else rationale
+        if text and not text.endswith("\n"):
+            text += "\n"
+        return f"{text}#### {problem.answer}\n"
+
+    def check(self, problem: Problem, completion: str) -> Check:
+        """The answer after "####" (numeric equality), and one exact verdict per step."""
+        answer = extract_answer(completion) if "####" in completion else None
+        correct = answer is not None and numbers_equal(answer, problem.answer)
+        steps = step_labels(problem.meta["start"], problem.meta["ops"], completion)
+        return Check(answer=answer, correct=correct, steps=steps)

@@ -1,0 +1,64 @@
+"""Chain arithmetic: the problems, their GSM8K-form rationales, the held-out split and the
+exact step checker (arithmetic and the use of the true previous value)."""
+
+import itertools
+
+import pytest
+
+from jaxrl_reason.data.chain import ChainTask, intermediates, step_labels
+from jaxrl_reason.errors import ConfigError
+
+OPS = (("+", 5), ("*", 3), ("-", 4))
+
+
+def test_rationale_answer_and_prompt_in_gsm8k_form():
+    task = ChainTask()
+    p = task.problem(7, OPS)
+    assert p.question == "7 +5 *3 -4" and p.answer == "32" and p.difficulty == 3
+    assert task.prompt(p) == "7 +5 *3 -4\n" and task.prompt(p, hint="32") == "7 +5 *3 -4 H32\n"
+    assert task.target(p) == "<<7+5=12>>\n<<12*3=36>>\n<<36-4=32>>\n#### 32\n"
+    check = task.check(p, task.target(p))
+    assert check.correct and check.answer == "32" and check.steps == [True, True, True]
+
+
+@pytest.mark.parametrize("rationale, labels", [
+    ("<<7+5=12>>\n<<12*3=36>>\n<<36-4=32>>\n", [True, True, True]),
+    ("<<7+5=13>>\n<<13*3=39>>\n<<39-4=35>>\n", [False, False, False]),  # carries the error
+    ("<<7+5=13>>\n<<12*3=36>>\n<<36-4=32>>\n", [False, True, True]),  # recovers the true value
+    ("<<7+5=12>>\n<<12+3=15>>\n<<15-4=11>>\n", [True, False, False]),  # wrong operation
+    ("<<7+5=12>>\n", [True, False, False]),  # missing lines
+    ("<<7+5=12>> and more\n<<12*3=36>>\n", [False, True, False]),  # not the line's form
+])
+def test_step_labels_judge_arithmetic_and_the_true_previous_value(rationale, labels):
+    assert step_labels(7, OPS, rationale + "#### 1\n") == labels
+
+
+def test_answer_is_checked_after_the_hashes_only():
+    task = ChainTask()
+    p = task.problem(7, OPS)
+    assert not task.check(p, "<<7+5=12>>\n32\n").correct  # no "####": no answer
+    assert task.check(p, "#### 32").correct and task.check(p, "#### 32").steps == [False] * 3
+
+
+def test_problems_are_deterministic_in_range_and_split_disjointly():
+    task = ChainTask(min_steps=3, max_steps=8, max_value=99)
+    train = list(itertools.islice(task.problems("train", 0), 500))
+    assert train == list(itertools.islice(task.problems("train", 0), 500))
+    test = list(task.problems("test", 0))
+    assert len(test) == 1000 and not {p.question for p in test} & {p.question for p in train}
+    for p in train + test:
+        values = intermediates(p.meta["start"], p.meta["ops"])
+        assert all(0 <= v <= 99 for v in values) and 3 <= p.difficulty <= 8
+        assert task.check(p, task.target(p)).steps == [True] * p.difficulty
+    assert {p.difficulty for p in train} == set(range(3, 9))
+    six = task.problems_of_length(6, 20, seed=1)
+    assert len(six) == 20 and {p.difficulty for p in six} == {6}
+
+
+def test_bad_settings_name_the_binding():
+    with pytest.raises(ConfigError, match="ChainTask.min_steps=5"):
+        ChainTask(min_steps=5, max_steps=3)
+    with pytest.raises(ConfigError, match="ChainTask.ops='/'"):
+        ChainTask(ops="/")
+    with pytest.raises(ConfigError, match="ChainTask.max_steps='8' must be int"):
+        ChainTask(max_steps="8")
