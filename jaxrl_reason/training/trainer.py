@@ -155,7 +155,9 @@ class Trainer:
             micro = self._micro_batches(batch)
             shapes = jax.eval_shape(sums, jax.tree.map(lambda x: x[0], micro))
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            add = lambda acc, mb: (jax.tree.map(jnp.add, acc, sums(mb)), None)
+            zeros[3].update({k: (jnp.full_like(v[0], -jnp.inf), None)
+                             for k, v in zeros[3].items() if k.endswith("_max")})
+            add = lambda acc, mb: (_accumulate(acc, sums(mb)), None)
             (grads, total, count, metrics), _ = jax.lax.scan(add, zeros, micro)
         denom = jnp.maximum(count, 1e-9)
         grads = jax.tree.map(lambda g: g / denom, grads)
@@ -213,6 +215,15 @@ class Trainer:
         """[B, T] value-head prediction after reading each token."""
         with jax.set_mesh(self.mesh):
             return self._values(params, self.put_batch(batch))
+
+
+def _accumulate(acc, new):
+    """Adds one micro-batch's (grads, total, count, metrics) to the running sums; metrics named
+    `*_max` (count None) keep the maximum instead."""
+    out = jax.tree.map(jnp.add, acc, new)
+    out[3].update({k: (jnp.maximum(acc[3][k][0], new[3][k][0]), None)
+                   for k in out[3] if k.endswith("_max")})
+    return out
 
 
 def _ratios(metrics: dict[str, tuple[jax.Array, jax.Array | None]]) -> dict[str, jax.Array]:

@@ -1,0 +1,213 @@
+"""RL from a supervised policy: GRPO / Dr. GRPO / RLOO / REINFORCE++ / PPO with process rewards
+(ALGORITHMS.md sections 4-6; docs/rl.md).
+
+Each step: sample G completions for each of B training prompts (the sampler, sharded),
+score them with the configured rewards, keep informative groups (dynamic sampling, optional),
+then `rl.learner.Learner.step`: pi_old / reference / value passes, advantages, mu passes of
+clipped updates over mini-batches. Every `eval_every` steps: greedy accuracy per difficulty on
+held-out problems and pass@k, which also drives ProRL's reference resets.
+
+Checkpoints (every `ckpt_every` steps) hold the policy, the reference, the optimizer, and as
+JSON the step, the position in the problem stream and the reset schedule (history included).
+Every random draw is keyed by (seed, step, stream), so a run killed at any point and started
+again on its workdir ends exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import gin
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from jaxrl_reason import rng
+from jaxrl_reason.algorithms import common
+from jaxrl_reason.data.batching import encode_prompt
+from jaxrl_reason.data.tasks import Problem, Task
+from jaxrl_reason.errors import require, typed
+from jaxrl_reason.rl import dynamic, plots, reference, validation
+from jaxrl_reason.rl import rewards as rewards_lib
+from jaxrl_reason.rl.learner import Learner, LearnerConfig
+from jaxrl_reason.rl.rollouts import Rollouts, from_samples
+from jaxrl_reason.training.checkpoints import Checkpointer
+from jaxrl_reason.training.metrics import MetricWriter
+from jaxrl_reason.training.trainer import State
+
+# Per-step metrics that measure wall time: they differ between identical runs.
+TIMING_PREFIXES = ("time", "rollout_tokens_per_s", "sample_share")
+
+
+class ProblemStream:
+    """The training problems in order; its state is how many were drawn."""
+
+    def __init__(self, task: Task, seed: int, used: int = 0):
+        self.task, self.seed, self.used = task, seed, used
+        self._it: Iterator[Problem] = itertools.islice(task.problems("train", seed), used, None)
+
+    def take(self, n: int) -> list[Problem]:
+        out = list(itertools.islice(self._it, n))
+        self.used += len(out)
+        return out
+
+
+def start_state(s: common.Setup, policy_dir: str, policy_step: int | None, seed: int) -> State:
+    """The SFT policy (a fresh value head where the model has one and the checkpoint has
+    none), with a reference equal to it and fresh optimizer moments."""
+    ckpt = Checkpointer(os.path.join(policy_dir, "checkpoints"))
+    try:
+        fill = s.trainer.init_params(seed) if s.model_cfg.value_head else None
+        params, _ = ckpt.restore_params(s.trainer.abstract_state["params"], policy_step, fill)
+    finally:
+        ckpt.close()
+    return s.trainer.reset_optimizer({"params": params}, params)
+
+
+@gin.configurable(denylist=["workdir"])
+@typed
+def rl(
+    workdir: str,
+    task: Task = gin.REQUIRED,
+    policy_dir: str = gin.REQUIRED,
+    policy_step: int | None = None,
+    steps: int = 100,
+    seed: int = 0,
+    eval_every: int = 10,
+    eval_problems: int = 200,
+    eval_seed: int = 1,
+    eval_max_new_tokens: int | None = None,
+    pass_k_every: int = 0,
+    pass_k_problems: int = 32,
+    pass_ks: tuple[int, ...] = (1, 4, 16, 64),
+    reset_metric: str = "acc",
+    ckpt_every: int = 10,
+) -> dict[str, float]:
+    """Runs (or resumes) `steps` RL steps from the SFT run in `policy_dir`; returns the last
+    validation. `pass_k_every` 0 = at every evaluation; pass@k samples max(pass_ks) completions
+    of each of `pass_k_problems` validation problems at the rollout temperature."""
+    for name, value in (("steps", steps), ("eval_every", eval_every),
+                        ("eval_problems", eval_problems), ("ckpt_every", ckpt_every)):
+        require(value >= 1, f"rl.{name}", value, "must be >= 1")
+    require(pass_k_every >= 0, "rl.pass_k_every", pass_k_every, "must be >= 0")
+    require(bool(pass_ks) and min(pass_ks) >= 1, "rl.pass_ks", pass_ks, "must be ks >= 1")
+    s = common.build()
+    cfg = LearnerConfig()
+    learner = Learner(cfg, s.trainer, s.tok.pad_id)
+    rewards = rewards_lib.build(cfg.rewards)
+    delimiters = tuple(s.tok.encode(cfg.step_delimiter))
+    valid = list(itertools.islice(task.problems("test", eval_seed), eval_problems))
+    require(len(valid) >= 1, "rl.eval_problems", eval_problems, "found no test problems")
+    eval_tokens = eval_max_new_tokens or cfg.max_new_tokens
+    pass_every = pass_k_every or eval_every
+    metric_names = {"acc", *(f"pass@{k}" for k in pass_ks)}
+    require(reset_metric in metric_names, "rl.reset_metric", reset_metric,
+            f"must be one of {sorted(metric_names)}")
+    require(reset_metric == "acc" or pass_every == eval_every, "rl.reset_metric",
+            reset_metric, "must be 'acc' unless pass@k runs at every evaluation")
+
+    def validate(params, step: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        out = validation.greedy_accuracy(s.sampler, params, task, s.tok, valid, eval_tokens)
+        if step % pass_every == 0 or step == steps:
+            out.update(validation.sampled_pass_at_k(
+                s.sampler, params, task, s.tok, valid[:pass_k_problems], pass_ks,
+                cfg.temperature, eval_tokens, rng.key(seed, step, "pass_k")))
+        return {**out, "time/eval": time.perf_counter() - t0}
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    schedule = reference.ResetSchedule(cfg.reset_patience, cfg.reset_every)
+    restored = ckpt.restore(s.trainer.abstract_state)
+    if restored is not None:
+        state, extra = restored
+        start, stream = extra["step"], ProblemStream(task, seed, extra["problems"])
+        schedule.set_state(extra["resets"])
+    else:
+        state, start, stream = start_state(s, policy_dir, policy_step, seed), 0, \
+            ProblemStream(task, seed)
+    writer = MetricWriter(workdir, resume_step=start if restored is not None else None)
+    if start == 0:
+        writer.write(0, validate(state["params"], 0))
+    rates = s.trainer.optimizer.learning_rates(steps * learner.updates_per_step)
+    bar = tqdm(total=steps, initial=start, desc="rl", unit="step", dynamic_ncols=True,
+               disable=jax.process_index() != 0, mininterval=1.0)
+    for step in range(start + 1, steps + 1):
+        t_step = time.perf_counter()
+        timers = {"time/sample": 0.0, "time/score": 0.0}
+        seen: list[tuple[Rollouts, rewards_lib.Combined]] = []
+
+        def sample(round_: int, groups: int, step=step, timers=timers, seen=seen):
+            problems = stream.take(groups)
+            prompts = [encode_prompt(s.tok, task.prompt(p)) for p in problems]
+            t0 = time.perf_counter()
+            samples = s.sampler.generate(prompts, cfg.sampling(),
+                                         rng.key(seed, step, "sample", round_))
+            t1 = time.perf_counter()
+            ro = from_samples(task, s.tok, problems, prompts, samples, s.sampler.stop,
+                              delimiters, cfg.max_new_tokens)
+            combined = rewards_lib.combine(ro, rewards, cfg.reward_combine)
+            timers["time/sample"] += t1 - t0
+            timers["time/score"] += time.perf_counter() - t1
+            seen.append((ro, combined))
+            return ro, combined
+
+        load_s = s.sampler.load(state["params"])
+        got = dynamic.collect(sample, cfg.prompts_per_step, cfg.dynamic_sampling,
+                              cfg.max_sampling_rounds)
+        rec: dict[str, float] = {"time/load": load_s, **timers}
+        if len(got.rollouts):
+            state, learned = learner.step(state, got.rollouts, got.combined, rates, step, seed)
+            rec.update(learned)
+        else:
+            rec["updates"] = 0
+        rec.update(rollout_metrics(seen, got))
+        if cfg.soft_sync_rate > 0 and step % cfg.soft_sync_every == 0:
+            state = reference.soft_sync(s.trainer, state, cfg.soft_sync_rate)
+        if step % eval_every == 0 or step == steps:
+            rec.update(validate(state["params"], step))
+            schedule.observe(rec[reset_metric])
+        rec["reset"] = 0
+        if schedule.due(step):
+            state = reference.hard_reset(s.trainer, state, cfg.reset_optimizer)
+            schedule.record(step)
+            rec["reset"] = 1
+        rec["time/step"] = time.perf_counter() - t_step
+        rec["sample_share"] = rec["time/sample"] / rec["time/step"]
+        rec["rollout_tokens_per_s"] = rec["rollout_tokens"] / max(rec["time/sample"], 1e-9)
+        writer.write(step, rec)
+        bar.set_postfix(reward=f"{rec.get('reward_mean', 0):.3f}",
+                        acc=f"{rec.get('train_accuracy', 0):.3f}")
+        bar.update(1)
+        if step % ckpt_every == 0 or step == steps:
+            ckpt.save(step, state, {"step": step, "problems": stream.used,
+                                    "resets": schedule.get_state()})
+    bar.close()
+    ckpt.close()
+    writer.close()
+    plots.training_plot(writer.records, os.path.join(workdir, "rl.png"))
+    evals = [r for r in writer.records if "acc" in r]
+    final = {k: v for k, v in evals[-1].items() if k.startswith(("acc", "pass@"))}
+    print(json.dumps({"step": steps, **final, "resets": schedule.history}))
+    return final
+
+
+def rollout_metrics(seen: list[tuple[Rollouts, rewards_lib.Combined]],
+                    got: dynamic.Collected) -> dict[str, float]:
+    """Over every rollout sampled this step (kept or not): rewards, accuracy, throughput."""
+    ro = Rollouts.concat([r for r, _ in seen])
+    combined = rewards_lib.Combined.concat([c for _, c in seen])
+    scores = combined.scores()
+    tokens = ro.tokens()
+    return {
+        **rewards_lib.reward_metrics(combined),
+        "reward_mean": float(scores.mean()), "reward_std": float(scores.std()),
+        "train_accuracy": float(np.mean([c.correct for c in ro.checks])),
+        "zero_std_groups": got.groups_uniform / max(got.groups_sampled, 1),
+        "groups_kept": float(len(np.unique(got.rollouts.group))),
+        "sampling_rounds": float(got.rounds),
+        "rollout_tokens": float(tokens),
+    }

@@ -1,0 +1,221 @@
+"""Advantage estimators, registered by name (ALGORITHMS.md section 6). Pure numpy, host side.
+
+Every estimator reads one `Rewarded` batch and returns `Advantages(advantages, returns)`,
+both [N, T] aligned with the batch's tokens (entry t concerns token t as a target; 0 outside
+`mask`). Rewards arrive as EVENTS, never as text: each row's outcome score sits at its last
+completion token, step rewards at their steps' last tokens, and an optional dense per-token
+reward (the KL penalty, when it is a reward) everywhere. Outcome estimators score a row by the
+sum of its events, as verl does.
+
+Choices where the peers differ (documented in docs/rl.md):
+- group std with ddof=1 and eps 1e-6 added to the std (verl, tunix; TRL adds 1e-4);
+- batch whitening (reinforce_pp, reinforce_pp_baseline, gae) uses the unbiased masked variance
+  and 1e-8 inside the square root (verl's `masked_whiten`);
+- a group of one completion has no baseline: group estimators refuse it (`group_size >= 2`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import gin
+import numpy as np
+
+from jaxrl_reason.errors import UserError
+
+
+@dataclasses.dataclass
+class Rewarded:
+    """A scored batch. mask [N, T] (1 at completion tokens), group [N] (prompt index; rows of
+    a group share it), outcome [N] (at the last completion token), per-row step events
+    (`step_positions` token indices, `step_values`), optional `token_rewards` [N, T] and
+    `values` [N, T] (the critic's value of the state each token was drawn from)."""
+
+    mask: np.ndarray
+    group: np.ndarray
+    outcome: np.ndarray
+    step_positions: list[np.ndarray]
+    step_values: list[np.ndarray]
+    token_rewards: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    def last_positions(self) -> np.ndarray:
+        """[N] the index of each row's last completion token (0 for an empty row)."""
+        t = self.mask.shape[1]
+        rev = np.argmax(self.mask[:, ::-1] > 0, axis=1)
+        return np.where(self.mask.any(axis=1), t - 1 - rev, 0)
+
+    def dense(self) -> np.ndarray:
+        """[N, T] every event at its token: outcome + step rewards + token rewards."""
+        mask = self.mask.astype(np.float64)
+        out = np.zeros(mask.shape)
+        rows = np.arange(len(mask))
+        out[rows, self.last_positions()] += self.outcome * mask.any(axis=1)
+        for i, (pos, val) in enumerate(zip(self.step_positions, self.step_values, strict=True)):
+            np.add.at(out[i], np.asarray(pos, int), np.asarray(val, np.float64))
+        if self.token_rewards is not None:
+            out += self.token_rewards * mask
+        return out * mask
+
+    def scores(self) -> np.ndarray:
+        """[N] each row's total reward (the sum of its events)."""
+        return self.dense().sum(axis=1)
+
+
+@dataclasses.dataclass
+class Advantages:
+    advantages: np.ndarray  # [N, T]
+    returns: np.ndarray | None = None  # [N, T] value targets (gae)
+
+
+Estimator = Callable[[Rewarded], Advantages]
+ESTIMATORS: dict[str, Estimator] = {}
+# Estimators that compare completions of one prompt: they need groups of two or more.
+GROUPED = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline", "process"}
+
+
+def register(name: str):
+    def wrap(fn: Estimator) -> Estimator:
+        ESTIMATORS[name] = fn
+        return fn
+
+    return wrap
+
+
+def group_stats(values: np.ndarray, group: np.ndarray, ddof: int = 1
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, std, size) of each row's group, per row."""
+    mean, std, size = np.zeros(len(values)), np.zeros(len(values)), np.zeros(len(values))
+    for g in np.unique(group):
+        rows = group == g
+        n = int(rows.sum())
+        if n <= ddof:
+            raise UserError(f"a group of {n} completion(s) has no baseline: set the group "
+                            "size (rl_learner.group_size) to 2 or more")
+        mean[rows], std[rows], size[rows] = values[rows].mean(), values[rows].std(ddof=ddof), n
+    return mean, std, size
+
+
+def masked_whiten(x: np.ndarray, mask: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """(x - mean) / sqrt(var + eps) over the masked entries (unbiased variance), 0 elsewhere."""
+    m = mask > 0
+    n = m.sum()
+    if n < 2:
+        return np.zeros_like(x, np.float64)
+    mean = x[m].mean()
+    var = x[m].var(ddof=1)
+    return np.where(m, (x - mean) / np.sqrt(var + eps), 0.0)
+
+
+def _per_token(per_row: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return per_row[:, None] * (mask > 0)
+
+
+@register("grpo")
+@gin.configurable("grpo_advantage")
+def grpo(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1) -> Advantages:
+    """DeepSeekMath: A_i = (r_i - mean_group) / (std_group + eps), on every token of row i."""
+    r = x.scores()
+    mean, std, _ = group_stats(r, x.group, std_ddof)
+    return Advantages(_per_token((r - mean) / (std + eps), x.mask))
+
+
+@register("dr_grpo")
+def dr_grpo(x: Rewarded) -> Advantages:
+    """Dr. GRPO: A_i = r_i - mean_group (no std division). Pair it with the constant length
+    normalizer, loss aggregation "seq-mean-token-sum-norm"."""
+    r = x.scores()
+    mean, _, _ = group_stats(r, x.group, ddof=0)
+    return Advantages(_per_token(r - mean, x.mask))
+
+
+@register("rloo")
+def rloo(x: Rewarded) -> Advantages:
+    """REINFORCE leave-one-out: A_i = r_i - mean of the OTHER rows of the group
+    = G/(G-1) (r_i - mean_group)."""
+    r = x.scores()
+    mean, _, size = group_stats(r, x.group, ddof=1)  # ddof=1: refuses groups of one
+    return Advantages(_per_token(size / (size - 1) * (r - mean), x.mask))
+
+
+@register("reinforce_pp")
+@gin.configurable("reinforce_pp_advantage")
+def reinforce_pp(x: Rewarded, gamma: float = 1.0) -> Advantages:
+    """REINFORCE++: token t's return sum_{s>=t} gamma^(s-t) r_s (events as token rewards),
+    whitened over the whole batch."""
+    rewards, mask = x.dense(), x.mask > 0
+    returns = np.zeros_like(rewards)
+    running = np.zeros(len(rewards))
+    for t in reversed(range(rewards.shape[1])):
+        running = np.where(mask[:, t], rewards[:, t] + gamma * running, 0.0)
+        returns[:, t] = running
+    return Advantages(masked_whiten(returns, x.mask), returns)
+
+
+@register("reinforce_pp_baseline")
+def reinforce_pp_baseline(x: Rewarded) -> Advantages:
+    """REINFORCE++ with a group baseline: r_i - mean_group on every token, then whitened over
+    the batch (with GDPO's normalize-each rewards this is GDPO's batch normalization)."""
+    r = x.scores()
+    mean, _, _ = group_stats(r, x.group, ddof=1)
+    return Advantages(masked_whiten(_per_token(r - mean, x.mask), x.mask))
+
+
+@register("process")
+@gin.configurable("process_advantage")
+def process(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1) -> Advantages:
+    """Process supervision (DeepSeekMath 4.1.3, Lightman et al.): every reward event of a group
+    (each row's step rewards and its outcome at the last token) is normalized with the mean and
+    std of ALL the group's events; token t's advantage is the sum of its row's normalized
+    events at positions >= t."""
+    if x.token_rewards is not None:
+        raise UserError("the process estimator normalizes step rewards; a per-token reward "
+                        "(rl_learner.kl_in_reward) does not apply to it: use the KL as a loss")
+    last = x.last_positions()
+    has = x.mask.any(axis=1)
+    events = [(np.concatenate([np.asarray(p, int), [last[i]] if has[i] else []]).astype(int),
+               np.concatenate([np.asarray(v, np.float64), [x.outcome[i]] if has[i] else []]))
+              for i, (p, v) in enumerate(zip(x.step_positions, x.step_values, strict=True))]
+    adv = np.zeros(x.mask.shape)
+    for g in np.unique(x.group):
+        rows = np.flatnonzero(x.group == g)
+        pool = np.concatenate([events[i][1] for i in rows])
+        if len(pool) <= std_ddof:
+            raise UserError(f"a group with {len(pool)} reward event(s) has no baseline: set "
+                            "rl_learner.group_size to 2 or more")
+        mean, std = pool.mean(), pool.std(ddof=std_ddof)
+        for i in rows:
+            pos, val = events[i]
+            z = np.zeros(x.mask.shape[1])
+            np.add.at(z, pos, (val - mean) / (std + eps))
+            adv[i] = np.cumsum(z[::-1])[::-1]  # sum over events at positions >= t
+    return Advantages(adv * (x.mask > 0))
+
+
+@register("gae")
+@gin.configurable("gae_advantage")
+def gae(x: Rewarded, gamma: float = 1.0, lam: float = 0.95, whiten: bool = True
+        ) -> Advantages:
+    """PPO's generalized advantage estimate with the value head as critic:
+    delta_t = r_t + gamma V_{t+1} - V_t over completion tokens (V after the last token = 0),
+    A_t = sum_k (gamma lam)^k delta_{t+k}; returns = A + V (the value targets, unwhitened)."""
+    if x.values is None:
+        raise UserError("the gae estimator needs the value head: set ModelConfig.value_head = "
+                        "True")
+    rewards, mask, values = x.dense(), x.mask > 0, np.asarray(x.values, np.float64)
+    adv = np.zeros_like(rewards)
+    next_value, running = np.zeros(len(rewards)), np.zeros(len(rewards))
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = np.where(mask[:, t], delta + gamma * lam * running, running)
+        next_value = np.where(mask[:, t], values[:, t], next_value)
+        adv[:, t] = np.where(mask[:, t], running, 0.0)
+    returns = (adv + values) * mask
+    return Advantages(masked_whiten(adv, x.mask) if whiten else adv, returns)
+
+
+def estimate(name: str, x: Rewarded) -> Advantages:
+    if name not in ESTIMATORS:
+        raise UserError(f"unknown advantage estimator {name!r}: one of {sorted(ESTIMATORS)}")
+    return ESTIMATORS[name](x)

@@ -1,0 +1,141 @@
+"""Each advantage estimator against a hand-computed example (numbers worked out in the
+comments), and the group requirements they state."""
+
+import numpy as np
+import pytest
+
+from jaxrl_reason.errors import UserError
+from jaxrl_reason.rl import advantages as adv
+from jaxrl_reason.rl.learner import shift_values
+
+
+def rewarded(outcomes, group, length=3, prompt=1, steps=None, **kw) -> adv.Rewarded:
+    """Rows of `prompt` prompt tokens then `length` completion tokens (T = prompt + length + 1:
+    one pad column)."""
+    n = len(outcomes)
+    mask = np.zeros((n, prompt + length + 1))
+    mask[:, prompt: prompt + length] = 1
+    steps = steps or [([], [])] * n
+    return adv.Rewarded(mask, np.asarray(group), np.asarray(outcomes, float),
+                        [np.asarray(p, int) for p, _ in steps],
+                        [np.asarray(v, float) for _, v in steps], **kw)
+
+
+def completion(a: np.ndarray, prompt=1, length=3) -> np.ndarray:
+    """Each row's advantages on its completion tokens, and a check that the rest are 0."""
+    outside = np.ones(a.shape[1], bool)
+    outside[prompt: prompt + length] = False
+    assert np.all(a[:, outside] == 0)
+    return a[:, prompt: prompt + length]
+
+
+def test_grpo_group_mean_and_sample_std():
+    # group 0: [1, 0, 0, 1]: mean .5, std(ddof=1) = sqrt(4 * .25 / 3) = sqrt(1/3) -> +-0.8660
+    # group 1: [1, 0, 0, 0]: mean .25, var = (.5625 + 3 * .0625) / 3 = .25, std .5 -> 1.5, -.5
+    x = rewarded([1, 0, 0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1])
+    a = completion(adv.grpo(x, eps=0.0).advantages)
+    s = np.sqrt(3) / 2
+    np.testing.assert_allclose(a[:, 0], [s, -s, -s, s, 1.5, -0.5, -0.5, -0.5], rtol=1e-12)
+    assert np.all(a == a[:, :1])  # the same advantage on every token of a row
+    # eps is added to the std: an all-equal group gets exactly 0, not nan
+    assert np.all(adv.grpo(rewarded([1, 1], [0, 0])).advantages == 0)
+
+
+def test_dr_grpo_subtracts_the_mean_only():
+    x = rewarded([1, 0, 0, 0], [0, 0, 0, 0])
+    np.testing.assert_allclose(completion(adv.dr_grpo(x).advantages)[:, 0],
+                               [0.75, -0.25, -0.25, -0.25])
+
+
+def test_rloo_leaves_one_out():
+    # [1, 0, 0, 0]: 1 - mean(0, 0, 0) = 1; 0 - mean(1, 0, 0) = -1/3
+    x = rewarded([1, 0, 0, 0], [0, 0, 0, 0])
+    np.testing.assert_allclose(completion(adv.rloo(x).advantages)[:, 0],
+                               [1, -1 / 3, -1 / 3, -1 / 3])
+
+
+def test_reinforce_pp_discounts_then_whitens_over_the_batch():
+    # gamma .5, outcome at the last token: returns row 0 [.25, .5, 1], row 1 [0, 0, 0];
+    # over the 6 tokens mean 1.75/6, unbiased var = (sum r^2 - 6 mean^2) / 5
+    x = rewarded([1, 0], [0, 1])
+    out = adv.reinforce_pp(x, gamma=0.5)
+    np.testing.assert_allclose(completion(out.returns), [[0.25, 0.5, 1], [0, 0, 0]])
+    r = np.array([0.25, 0.5, 1, 0, 0, 0])
+    mean, var = 1.75 / 6, (1.3125 - 6 * (1.75 / 6) ** 2) / 5
+    np.testing.assert_allclose(completion(out.advantages).ravel(),
+                               (r - mean) / np.sqrt(var + 1e-8), rtol=1e-10)
+
+
+def test_reinforce_pp_baseline_subtracts_the_group_mean_then_whitens():
+    # groups [1, 0] and [1, 1]: r - mean = [.5, -.5, 0, 0] on 3 tokens each; batch mean 0,
+    # unbiased var over 12 tokens = 6 * .25 / 11
+    x = rewarded([1, 0, 1, 1], [0, 0, 1, 1])
+    a = completion(adv.reinforce_pp_baseline(x).advantages)
+    z = 0.5 / np.sqrt(1.5 / 11 + 1e-8)
+    np.testing.assert_allclose(a[:, 0], [z, -z, 0, 0], rtol=1e-10)
+
+
+def test_process_normalizes_every_event_of_the_group_and_sums_the_future():
+    # 2 prompt tokens, completion at positions 2..5, steps end at 3 and 5, outcome at 5.
+    # row 0: steps [1, 0], outcome 0; row 1: steps [1, 1], outcome 1.
+    # pooled events [1, 0, 0, 1, 1, 1]: mean 2/3, std(ddof=1) = sqrt((4/9 * 4 + ... ) / 5)
+    # = sqrt(4/15); z(1) = (1/3) / sqrt(4/15), z(0) = -(2/3) / sqrt(4/15).
+    x = rewarded([0, 1], [0, 0], length=4, prompt=2,
+                 steps=[([3, 5], [1, 0]), ([3, 5], [1, 1])])
+    a = completion(adv.process(x, eps=0.0).advantages, prompt=2, length=4)
+    hi, lo = (1 / 3) / np.sqrt(4 / 15), -(2 / 3) / np.sqrt(4 / 15)
+    # token t sums the events at positions >= t: tokens 2, 3 see all, tokens 4, 5 the last two
+    np.testing.assert_allclose(a[0], [hi + 2 * lo, hi + 2 * lo, 2 * lo, 2 * lo], rtol=1e-12)
+    np.testing.assert_allclose(a[1], [3 * hi, 3 * hi, 2 * hi, 2 * hi], rtol=1e-12)
+
+
+def test_process_keeps_groups_apart():
+    """The same rows in two groups of their own: each group normalizes its own events."""
+    x = rewarded([0, 1, 0, 1], [0, 0, 1, 1], length=2, prompt=1,
+                 steps=[([1], [1.0]), ([1], [0.0]), ([1], [1.0]), ([1], [0.0])])
+    a = adv.process(x).advantages
+    np.testing.assert_allclose(a[:2], a[2:])
+
+
+def test_gae_with_the_value_head_as_critic():
+    # values [.5, .2, .8] on the 3 completion tokens, reward 1 at the last, gamma 1, lam .5:
+    # deltas: -.3 (0 + .2 - .5), .6 (0 + .8 - .2), .2 (1 + 0 - .8)
+    # A_2 = .2, A_1 = .6 + .5 * .2 = .7, A_0 = -.3 + .5 * .7 = .05; returns = A + V
+    values = np.zeros((1, 5))
+    values[0, 1:4] = [0.5, 0.2, 0.8]
+    x = rewarded([1], [0], values=values)
+    out = adv.gae(x, gamma=1.0, lam=0.5, whiten=False)
+    np.testing.assert_allclose(completion(out.advantages), [[0.05, 0.7, 0.2]], rtol=1e-12)
+    np.testing.assert_allclose(completion(out.returns), [[0.55, 0.9, 1.0]], rtol=1e-12)
+    # gamma .9, lam 1: A_t = discounted return - V_t: [.81 - .5, .9 - .2, 1 - .8]
+    out = adv.gae(x, gamma=0.9, lam=1.0, whiten=False)
+    np.testing.assert_allclose(completion(out.advantages), [[0.31, 0.7, 0.2]], rtol=1e-12)
+
+
+def test_gae_reads_token_rewards_and_steps():
+    """A KL penalty of -.1 on every token and a step reward at token 1: with V = 0, gamma = lam
+    = 1 the advantage is the sum of the rewards still to come."""
+    x = rewarded([1], [0], steps=[([1], [0.5])], values=np.zeros((1, 5)),
+                 token_rewards=np.full((1, 5), -0.1))
+    a = completion(adv.gae(x, gamma=1.0, lam=1.0, whiten=False).advantages)
+    np.testing.assert_allclose(a, [[1.5 - 0.3, 1 - 0.2, 1 - 0.1]], rtol=1e-12)
+
+
+def test_shift_values_aligns_the_state_each_token_was_drawn_in():
+    np.testing.assert_array_equal(shift_values(np.array([[1.0, 2.0, 3.0]])), [[0, 1, 2]])
+
+
+def test_outcome_estimators_score_rows_by_the_sum_of_their_events():
+    x = rewarded([1, 0], [0, 0], steps=[([1], [0.5]), ([], [])],
+                 token_rewards=np.full((2, 5), -0.1))
+    np.testing.assert_allclose(x.scores(), [1 + 0.5 - 0.3, -0.3])
+
+
+def test_group_estimators_refuse_groups_of_one():
+    for name in ("grpo", "rloo", "process"):
+        with pytest.raises(UserError, match="group_size"):
+            adv.estimate(name, rewarded([1, 0], [0, 1]))
+    with pytest.raises(UserError, match="value_head"):
+        adv.estimate("gae", rewarded([1], [0]))
+    with pytest.raises(UserError, match="one of"):
+        adv.estimate("nope", rewarded([1], [0]))

@@ -1,0 +1,163 @@
+"""The learner's stability machinery: dynamic sampling drops all-equal groups and refills, the
+ProRL reset schedule, hard resets replace the reference (and the optimizer state when set),
+soft sync mixes the reference, and a learner step trains only finished completions."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+from conftest import TINY, init_params
+
+from jaxrl_reason import parallel
+from jaxrl_reason.data.chain import ChainTask
+from jaxrl_reason.data.tasks import Check
+from jaxrl_reason.errors import ConfigError
+from jaxrl_reason.rl import dynamic, reference
+from jaxrl_reason.rl.learner import Learner, LearnerConfig
+from jaxrl_reason.rl.rewards import Combined
+from jaxrl_reason.rl.rollouts import Rollouts
+from jaxrl_reason.training.optim import make_optimizer
+from jaxrl_reason.training.trainer import Trainer
+
+TASK = ChainTask(min_steps=1, max_steps=1)
+
+
+def fake_rollouts(outcomes, group_size, first_problem=0, finished=None, length=5):
+    """Groups of `group_size` rows with the given outcome rewards; ids are arbitrary."""
+    n = len(outcomes)
+    problems = [TASK.problem(1 + (first_problem + i // group_size) % 20, (("+", 1),))
+                for i in range(n)]
+    rng = np.random.default_rng(first_problem)
+    completion = [tuple(int(t) for t in rng.integers(3, TINY.vocab_size, length))
+                  for _ in range(n)]
+    ro = Rollouts(TASK, problems, [(1, 5, 6)] * n, completion, [""] * n,
+                  np.ones(n, bool) if finished is None else np.asarray(finished),
+                  [Check(None, bool(o)) for o in outcomes], [[length - 1]] * n,
+                  np.repeat(np.arange(n // group_size), group_size),
+                  [np.full(length, -1.0, np.float32)] * n, length)
+    return ro, Combined(np.asarray(outcomes, float), [np.full(1, np.nan)] * n, {})
+
+
+def test_dynamic_sampling_drops_all_equal_groups_and_refills():
+    # round 0: 4 groups, two all-equal ([1,1], [0,0]); round 1: 2 groups, one informative
+    rounds = [[1, 0, 1, 1, 0, 0, 0, 1], [0, 0, 1, 0]]
+    calls = []
+
+    def sample(round_, n):
+        calls.append(n)
+        return fake_rollouts(rounds[round_], 2, first_problem=10 * round_)
+
+    got = dynamic.collect(sample, groups=3, enabled=True, max_rounds=4)
+    assert calls == [3, 1]  # asks for what is still missing
+    assert got.rounds == 2 and got.groups_sampled == 6 and got.groups_uniform == 3
+    np.testing.assert_array_equal(got.combined.outcome, [1, 0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(got.rollouts.group, [0, 0, 1, 1, 2, 2])  # renumbered
+    assert got.rollouts.problems[4] == sample(1, 1)[0].problems[2]  # round 1's second group
+
+
+def test_dynamic_sampling_stops_at_the_cap_and_off_keeps_everything():
+    uniform = lambda r, n: fake_rollouts([1] * (2 * n), 2)  # noqa: E731
+    got = dynamic.collect(uniform, groups=2, enabled=True, max_rounds=3)
+    assert got.rounds == 3 and len(got.rollouts) == 0 and got.groups_uniform == 6
+    off = dynamic.collect(uniform, groups=2, enabled=False, max_rounds=3)
+    assert off.rounds == 1 and len(off.rollouts) == 4
+
+
+def test_reset_schedule_patience_and_period():
+    s = reference.ResetSchedule(patience=2)
+    due = []
+    for step, metric in enumerate([0.3, 0.5, 0.4, 0.5, 0.6, 0.6, 0.6], start=1):
+        s.observe(metric)
+        if s.due(step):
+            s.record(step)
+            due.append(step)
+    assert due == [4, 7]  # two evaluations without beating 0.5, then without beating 0.6
+    restored = reference.ResetSchedule(patience=2)
+    restored.set_state(s.get_state())
+    assert restored.get_state() == s.get_state() == {"best": 0.6, "stale": 0, "history": [4, 7]}
+    every = reference.ResetSchedule(every=3)
+    assert [t for t in range(1, 10) if every.due(t)] == [3, 6, 9]
+    with pytest.raises(ConfigError, match="reset_patience"):
+        reference.ResetSchedule(patience=-1)
+
+
+@functools.cache
+def trainer() -> Trainer:
+    return Trainer(TINY, make_optimizer(learning_rate=1e-2, warmup_steps=0),
+                   parallel.make_mesh(devices=jax.devices()[:1]), loss="rl", reference=True)
+
+
+def trained_state():
+    """A state one update away from its reference, with non-zero Adam moments."""
+    tr = trainer()
+    state = tr.reset_optimizer({"params": init_params(TINY)})
+    ro, comb = fake_rollouts([1, 0, 0, 1, 1, 0, 1, 1], 2)
+    learner = Learner(LearnerConfig(prompts_per_step=4, group_size=2, max_new_tokens=5,
+                                    seq_bucket=8), tr, pad_id=0)
+    state, _ = learner.step(state, ro, comb, np.full(4, 1e-2), 1, 0)
+    return tr, state
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+def test_hard_reset_replaces_the_reference_and_the_optimizer_state():
+    tr, state = trained_state()
+    params, ref = leaves(state["params"]), leaves(state["ref_params"])
+    assert any(not np.array_equal(p, r) for p, r in zip(params, ref, strict=True))
+    moments = leaves(state["opt_state"])
+    assert any(np.abs(m).sum() > 0 for m in moments)
+
+    kept = reference.hard_reset(tr, state, reset_optimizer=False)
+    for p, r in zip(params, leaves(kept["ref_params"]), strict=True):
+        np.testing.assert_array_equal(p, r)  # reference <- policy
+    for a, b in zip(moments, leaves(kept["opt_state"]), strict=True):
+        np.testing.assert_array_equal(a, b)  # optimizer untouched
+
+    reset = reference.hard_reset(tr, kept, reset_optimizer=True)
+    fresh = leaves(tr.optimizer.tx.init(state["params"]))
+    for a, b in zip(leaves(reset["opt_state"]), fresh, strict=True):
+        np.testing.assert_array_equal(a, b)  # moments and count restarted
+    for p, q in zip(params, leaves(reset["params"]), strict=True):
+        np.testing.assert_array_equal(p, q)  # the policy itself is kept
+
+
+def test_soft_sync_moves_the_reference_part_way():
+    tr, state = trained_state()
+    params, ref = leaves(state["params"]), leaves(state["ref_params"])
+    synced = reference.soft_sync(tr, state, 0.25)
+    for p, r, s in zip(params, ref, leaves(synced["ref_params"]), strict=True):
+        np.testing.assert_allclose(s, 0.25 * p + 0.75 * r, rtol=1e-6, atol=1e-7)
+
+
+def test_learner_step_masks_truncated_completions_and_reports():
+    tr = trainer()
+    state = tr.reset_optimizer({"params": init_params(TINY)})
+    ro, comb = fake_rollouts([1, 0, 0, 1, 1, 0, 1, 1], 2,
+                             finished=[True, False, True, True, True, True, True, True])
+    cfg = LearnerConfig(prompts_per_step=4, group_size=2, max_new_tokens=5, seq_bucket=8)
+    learner = Learner(cfg, tr, pad_id=0)
+    prep = learner.prepare(ro)
+    assert prep.batch["tokens"].shape == (8, 8)  # 3 prompt + 5 completion tokens
+    _, metrics = learner.step(state, ro, comb, np.full(4, 1e-2), 1, 0)
+    assert metrics["train_tokens"] == 7 * 5  # the truncated row trains nothing
+    assert metrics["clipped_frac"] == 1 / 8
+    # the sampler's made-up log-probs (-1) against the trainer's: the gap is reported
+    assert metrics["logprob_gap_mean"] > 0 and metrics["updates"] == 1
+    for key in ("train/entropy", "train/clip_low", "train/clip_high", "train/ratio_mean",
+                "train/ratio_max", "adv_std", "response_len_max", "time/update"):
+        assert np.isfinite(metrics[key]), key
+
+
+def test_learner_config_errors_name_the_binding():
+    tr = trainer()
+    with pytest.raises(ConfigError, match="group_size"):
+        LearnerConfig(group_size=1)
+    with pytest.raises(ConfigError, match="mini_batches"):
+        Learner(LearnerConfig(prompts_per_step=3, group_size=2, mini_batches=4), tr, 0)
+    with pytest.raises(ConfigError, match="value_head"):
+        no_head = Trainer(TINY.__class__(**{**TINY.__dict__, "value_head": False}),
+                          make_optimizer(), tr.mesh, loss="rl")
+        Learner(LearnerConfig(advantage="gae"), no_head, 0)

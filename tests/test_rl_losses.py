@@ -1,0 +1,259 @@
+"""The RL loss against numpy: the clipped objective (clip-higher, dual clip), GSPO's sequence
+ratio and its gradient, each loss aggregation, each KL estimator, entropy and the clipped
+value loss; and the same loss, metrics and update on 1 and 8 devices and with 1 and 4
+micro-batches (normalized over the global batch)."""
+
+import functools
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY, init_params
+
+from jaxrl_reason import parallel
+from jaxrl_reason.data.batching import Example, make_batch
+from jaxrl_reason.errors import ConfigError
+from jaxrl_reason.rl import aggregation, kl, policy_losses
+from jaxrl_reason.rl.objective import RLLoss, entropy, policy_gradient_loss, value_loss
+from jaxrl_reason.training.losses import Forward
+from jaxrl_reason.training.optim import make_optimizer
+from jaxrl_reason.training.trainer import Trainer
+
+RNG = np.random.default_rng(0)
+
+
+def np_clip_loss(logp, old, adv, lo, hi, c=None):
+    ratio = np.exp(logp - old)
+    loss = np.maximum(-adv * ratio, -adv * np.clip(ratio, 1 - lo, 1 + hi))
+    if c is not None:
+        loss = np.where(adv < 0, np.minimum(loss, -adv * c), loss)
+    return loss
+
+
+def test_clip_loss_matches_numpy_with_clip_higher_and_dual_clip():
+    logp, old = RNG.normal(size=(4, 9)) * 0.7, RNG.normal(size=(4, 9)) * 0.7
+    adv = RNG.normal(size=(4, 9))
+    mask = np.ones((4, 9))
+    for dual in (None, 3.0):
+        clip = policy_losses.Clip(0.2, 0.28, dual)
+        loss, ind = policy_losses.clip_loss(jnp.asarray(logp), jnp.asarray(old),
+                                            jnp.asarray(adv), jnp.asarray(mask), clip)
+        np.testing.assert_allclose(loss, np_clip_loss(logp, old, adv, 0.2, 0.28, dual),
+                                   rtol=1e-6)
+        ratio = np.exp(logp - old)
+        np.testing.assert_array_equal(ind["clip_low"], (adv < 0) & (ratio < 0.8))
+        np.testing.assert_array_equal(ind["clip_high"], (adv > 0) & (ratio > 1.28))
+    assert ind["dual_clip"].sum() > 0  # the example reaches the dual clip: ratio > 3, A < 0
+    np.testing.assert_array_equal(ind["dual_clip"], (adv < 0) & (ratio > 3.0))
+
+
+def test_clip_gradient_is_zero_outside_the_range():
+    """Clip-higher: a positive-advantage token whose ratio is past 1 + eps_high, or a negative
+    one under 1 - eps_low, contributes no gradient; inside the range the gradient is -A rho."""
+    clip = policy_losses.Clip(0.2, 0.28)
+    old = jnp.zeros(4)
+    logp = jnp.log(jnp.array([1.3, 0.7, 1.1, 1.1]))
+    adv = jnp.array([1.0, -1.0, 1.0, -1.0])
+    grad = jax.grad(lambda lp: policy_losses.clip_loss(lp, old, adv, None, clip)[0].sum())(logp)
+    np.testing.assert_allclose(grad, [0.0, 0.0, -1.1, 1.1], rtol=1e-6)
+
+
+def test_gspo_uses_one_clipped_ratio_per_sequence():
+    logp = RNG.normal(size=(3, 6)) * 0.3
+    old = logp + RNG.normal(size=(3, 6)) * 0.1
+    mask = np.ones((3, 6))
+    mask[1, 4:] = 0
+    adv = np.repeat(RNG.normal(size=(3, 1)), 6, axis=1)
+    clip = policy_losses.Clip(0.01, 0.02)
+    seq = ((logp - old) * mask).sum(1) / mask.sum(1)
+    s = np.exp(seq)[:, None]
+    want = np.maximum(-adv * s, -adv * np.clip(s, 0.99, 1.02))
+    args = [jnp.asarray(a) for a in (logp, old, adv, mask)]
+    loss, _ = policy_losses.gspo_loss(*args, clip)
+    np.testing.assert_allclose(np.asarray(loss) * mask, want * mask, rtol=1e-6)
+    # The gradient w.r.t. token t of sequence i is -A_i s_i (unclipped), as if s_i's
+    # exponent were log pi_t: the stop-gradient trick, not the sequence mean's 1/|o_i|.
+    unclipped = policy_losses.Clip(10.0, 10.0)
+    grad = jax.grad(lambda lp: (policy_losses.gspo_loss(lp, *args[1:], unclipped)[0]
+                                * args[3]).sum())(args[0])
+    np.testing.assert_allclose(grad, -adv * s * mask, rtol=1e-5)
+
+
+def test_kl_estimators_match_numpy_and_k3_is_clamped():
+    logp, ref = RNG.normal(size=20), RNG.normal(size=20)
+    np.testing.assert_allclose(kl.k1(logp, ref), logp - ref, rtol=1e-6)
+    np.testing.assert_allclose(kl.k2(logp, ref), 0.5 * (logp - ref) ** 2, rtol=1e-6)
+    r = ref - logp
+    np.testing.assert_allclose(kl.k3(jnp.asarray(logp), jnp.asarray(ref)),
+                               np.exp(r) - r - 1, rtol=1e-5, atol=1e-8)
+    # log-ratio +40 (exp would be 2e17) or -40 (the estimate 39): both clamped at 10
+    assert float(kl.k3(jnp.float32(-50.0), jnp.float32(-10.0))) == 10.0
+    assert float(kl.k3(jnp.float32(-10.0), jnp.float32(-50.0))) == 10.0
+    assert float(kl.k3(jnp.float32(-10.0), jnp.float32(-15.0))) == pytest.approx(
+        np.exp(-5.0) + 4.0, rel=1e-6)
+
+
+def test_value_loss_is_clipped_like_ppo():
+    pred, old, ret = np.array([1.0, 0.0, 0.5]), np.array([0.0, 0.0, 0.45]), np.array([2.0, 1.0,
+                                                                                     0.0])
+    loss, frac = value_loss(jnp.asarray(pred), jnp.asarray(old), jnp.asarray(ret), 0.2)
+    clipped = old + np.clip(pred - old, -0.2, 0.2)
+    want = 0.5 * np.maximum((pred - ret) ** 2, (clipped - ret) ** 2)
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
+    np.testing.assert_array_equal(frac, [1.0, 0.0, 0.0])
+
+
+def np_log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("mode", sorted(aggregation.MODES))
+def test_each_aggregation_matches_numpy(mode):
+    """The full loss (policy gradient + k3 KL - entropy bonus) aggregated like verl's agg_loss,
+    with seq-mean-token-sum-norm over a constant length."""
+    b, t, v = 5, 8, 7
+    logits = RNG.normal(size=(b, t, v))
+    tokens = RNG.integers(0, v, size=(b, t))
+    mask = np.zeros((b, t))
+    for i, (start, end) in enumerate([(2, 8), (3, 5), (1, 8), (4, 6), (0, 0)]):
+        mask[i, start:end] = 1  # row 4 has no completion token: it counts for nothing
+    temp = 0.8
+    logp_all = np_log_softmax(logits[:, :-1] / temp)
+    logp = np.pad(np.take_along_axis(logp_all, tokens[:, 1:, None], -1)[..., 0], ((0, 0), (1, 0)))
+    ent = np.pad(-(np.exp(logp_all) * logp_all).sum(-1), ((0, 0), (1, 0)))
+    old = logp + RNG.normal(size=(b, t)) * 0.2
+    ref = logp + RNG.normal(size=(b, t)) * 0.3
+    adv = RNG.normal(size=(b, t))
+    batch = {"loss_mask": mask, "old_logprobs": old, "advantages": adv, "ref_logprobs": ref,
+             "temperature": np.full((b,), temp)}
+    cfg = RLLoss(aggregation=mode, norm_length=12.0, eps_high=0.28, kl_coef=0.1,
+                 entropy_coef=0.01)
+    fwd = Forward(jnp.asarray(tokens), jnp.asarray(logits, jnp.float32), None)
+    total, count, metrics = policy_gradient_loss(
+        fwd, {k: jnp.asarray(x, jnp.float32) for k, x in batch.items()}, cfg)
+    r = ref - logp
+    per_token = (np_clip_loss(logp, old, adv, 0.2, 0.28) + 0.1 * (np.exp(r) - r - 1)
+                 - 0.01 * ent)
+    seqs = mask.any(1)
+    token_sums = (per_token * mask).sum(1)[seqs]
+    want = {
+        "token-mean": (per_token * mask).sum() / mask.sum(),
+        "seq-mean-token-sum": token_sums.mean(),
+        "seq-mean-token-mean": (token_sums / mask.sum(1)[seqs]).mean(),
+        "seq-mean-token-sum-norm": token_sums.sum() / (seqs.sum() * 12.0),
+    }[mode]
+    np.testing.assert_allclose(float(total / count), want, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["entropy"][0] / metrics["entropy"][1]),
+                               (ent * mask).sum() / mask.sum(), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["ratio_max"][0]),
+                               np.exp(logp - old)[mask > 0].max(), rtol=1e-5)
+
+
+def test_entropy_ignores_tokens_outside_the_distribution():
+    logp = jnp.log(jnp.array([[0.5, 0.5, 0.0]]))
+    np.testing.assert_allclose(entropy(logp), [np.log(2)], rtol=1e-6)
+
+
+def test_bad_loss_settings_are_config_errors():
+    for kw, name in ((dict(policy_loss="nope"), "policy loss"), (dict(aggregation="x"), "agg"),
+                     (dict(kl_estimator="k9"), "KL"), (dict(dual_clip=0.5), "dual_clip"),
+                     (dict(eps_low=1.5), "eps_low")):
+        with pytest.raises((ConfigError, Exception), match=name):
+            RLLoss(**kw)
+
+
+# ---- the same step on 1 and 8 devices, with 1 and 4 micro-batches --------------------------
+MESHES = {"one": None, "data": dict(data=8), "mixed": dict(data=2, fsdp=2, tensor=2)}
+
+
+@functools.cache
+def trainer(mesh: str, accum: int) -> Trainer:
+    spec = MESHES[mesh]
+    devices = jax.devices()[:1] if spec is None else None
+    return Trainer(TINY, make_optimizer(learning_rate=1e-2, warmup_steps=1),
+                   parallel.make_mesh(**(spec or {}), devices=devices), loss="rl",
+                   grad_accum=accum, reference=True)
+
+
+def rl_batch(rows: int = 32, seq: int = 16) -> dict[str, np.ndarray]:
+    """Rows of different prompt and completion lengths (micro-batches hold unequal token and
+    sequence counts), old log-probs off the policy's, random advantages and a reference."""
+    rng = np.random.default_rng(1)
+    examples = []
+    for i in range(rows):
+        prompt, length = 2 + i % 3, 4 + (7 * i) % 11
+        ids = rng.integers(3, TINY.vocab_size, length)
+        examples.append(Example(tuple(ids[:prompt]), tuple(ids[prompt:])))
+    batch = make_batch(examples, seq, pad_id=0)
+    batch["loss_mask"][5] = 0  # a row with nothing to train
+    mask = batch["loss_mask"] > 0
+    noise = lambda s: (rng.normal(size=mask.shape) * s * mask).astype(np.float32)  # noqa: E731
+    batch.update(advantages=noise(1.0), temperature=np.full((rows,), 0.9, np.float32),
+                 noise=noise(0.3), ref_noise=noise(0.5))
+    return batch
+
+
+def one_step(mesh: str, accum: int, mode: str):
+    with gin.unlock_config():
+        gin.bind_parameter("RLLoss.aggregation", mode)
+        gin.bind_parameter("RLLoss.kl_coef", 0.05)
+        gin.bind_parameter("RLLoss.entropy_coef", 0.01)
+        gin.bind_parameter("RLLoss.dual_clip", 3.0)
+        gin.bind_parameter("RLLoss.norm_length", 16.0)
+    tr = trainer(mesh, accum)
+    state = tr.reset_optimizer({"params": jax.device_put(init_params(TINY),
+                                                         tr.params_shardings)})
+    batch = rl_batch()
+    lp = np.asarray(tr.logprobs(state["params"], batch, 0.9))
+    batch["old_logprobs"] = lp + batch.pop("noise")
+    batch["ref_logprobs"] = lp + batch.pop("ref_noise")
+    state, metrics = tr.train_step(state, batch, 1e-2)
+    return jax.device_get(metrics), jax.device_get(state["params"]), lp, batch
+
+
+@pytest.mark.parametrize("mode", ["seq-mean-token-mean", "token-mean"])
+def test_rl_step_is_the_same_on_1_and_8_devices_and_4_micro_batches(devices, mode):
+    ref_metrics, ref_params, lp, batch = one_step("one", 1, mode)
+    mask = batch["loss_mask"] > 0
+    # ratio_max is the GLOBAL max: pi / pi_old = exp(-noise) at the trainable tokens
+    np.testing.assert_allclose(ref_metrics["ratio_max"],
+                               np.exp(lp - batch["old_logprobs"])[mask].max(), rtol=1e-5)
+    for mesh, accum in (("one", 4), ("data", 1), ("data", 4), ("mixed", 2)):
+        metrics, params, _, _ = one_step(mesh, accum, mode)
+        assert metrics.keys() == ref_metrics.keys()
+        for k in metrics:
+            np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=3e-5, atol=1e-7,
+                                       err_msg=f"{k} on {mesh} x{accum}")
+        # Adam's first step is ~lr * sign(g): a gradient entry near 0 turns rounding of the
+        # reordered sums into up to ~4e-5 here (the loss and grad_norm above are the sharp test)
+        for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params), strict=True):
+            np.testing.assert_allclose(x, y, atol=1e-4, rtol=1e-5)
+
+
+def test_gradients_are_finite_with_banned_ids_and_padding():
+    """The trainer bans pad and BOS (their log-probs are -inf) and pads rows with the pad id:
+    neither the masked targets nor the entropy of the banned ids may turn the gradient into
+    nan, even with every coefficient 0 (0 * nan is nan)."""
+    b, t, v = 3, 6, 5
+    tokens = np.array([[1, 2, 3, 0, 0, 0], [1, 3, 3, 2, 0, 0], [1, 4, 2, 3, 4, 0]])
+    mask = (tokens > 0).astype(np.float32)
+    mask[:, 0] = 0
+    batch = {"loss_mask": mask, "old_logprobs": np.full((b, t), -1.5) * mask,
+             "advantages": RNG.normal(size=(b, t)) * mask, "ref_logprobs": np.zeros((b, t)),
+             "temperature": np.ones(b)}
+    batch = {k: jnp.asarray(x, jnp.float32) for k, x in batch.items()}
+    banned = jnp.zeros(v, bool).at[0].set(True)
+
+    def loss(logits):
+        fwd = Forward(jnp.asarray(tokens), logits, None, banned)
+        total, count, metrics = policy_gradient_loss(fwd, batch, RLLoss(kl_coef=0.0))
+        return total / count, metrics
+
+    logits = jnp.asarray(RNG.normal(size=(b, t, v)), jnp.float32)
+    grad, metrics = jax.grad(loss, has_aux=True)(logits)
+    assert np.isfinite(np.asarray(grad)).all()
+    for name, (num, _) in metrics.items():
+        assert np.isfinite(float(num)), name
