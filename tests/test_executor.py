@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from jaxrl_reason.rewards import _sandbox as sandbox
 from jaxrl_reason.rewards.executor import ExecResult, Executor, confinement_gaps
 
 TIMEOUT = 0.5  # seconds, for the runs that are meant to hang
@@ -188,6 +189,44 @@ def test_unknown_layers_are_refused():
         Executor(workers=1, disable_layers=("landlok",))
 
 
+def _run_bpf(program: bytes, nr: int, args=(0,) * 6, arch: int = 0xC000003E) -> int:
+    """A classic-BPF interpreter for what seccomp filters use: the filter's verdict."""
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *args)  # struct seccomp_data
+    insns = [struct.unpack("HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+    pc, acc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        if code == 0x20:  # BPF_LD | BPF_W | BPF_ABS
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif code == 0x06:  # BPF_RET | BPF_K
+            return k
+        else:
+            taken = {0x15: acc == k, 0x25: acc > k, 0x35: acc >= k, 0x45: acc & k}[code]
+            pc += jt if taken else jf
+        pc += 1
+
+
+def test_the_seccomp_filter_decides_every_syscall_as_listed():
+    kill, allow, enosys = 0x80000000, 0x7FFF0000, 0x00050000 | errno.ENOSYS
+    program = sandbox.seccomp_program(7)
+    special = {sandbox.SYS_CLONE, sandbox.SYS_CLONE3, sandbox.SYS_PRLIMIT64, sandbox.SYS_FCNTL,
+               *sandbox.SECCOMP_SELF_SIGNAL}
+    for nr in set(range(600)) - special:
+        assert _run_bpf(program, nr) == (kill if nr in sandbox.SECCOMP_DENY else allow), nr
+    assert _run_bpf(program, sandbox.SYS_CLONE3) == enosys
+    assert _run_bpf(program, sandbox.SYS_CLONE, (0x00010F00,) + (0,) * 5) == allow  # a thread
+    assert _run_bpf(program, sandbox.SYS_CLONE, (0x11,) + (0,) * 5) == kill  # fork
+    for nr in sandbox.SECCOMP_SELF_SIGNAL:
+        assert _run_bpf(program, nr, (7, 9, 0, 0, 0, 0)) == allow
+        assert _run_bpf(program, nr, (1, 9, 0, 0, 0, 0)) == kill
+    assert _run_bpf(program, sandbox.SYS_PRLIMIT64, (0, 7, 0, 1 << 40, 0, 0)) == allow  # read
+    assert _run_bpf(program, sandbox.SYS_PRLIMIT64, (0, 7, 1 << 40, 0, 0, 0)) == kill
+    for cmd, verdict in ((1, allow), (3, allow), (6, kill), (7, kill), (37, kill), (1031, kill)):
+        assert _run_bpf(program, sandbox.SYS_FCNTL, (3, cmd, 0, 0, 0, 0)) == verdict, cmd
+    assert _run_bpf(program, 0x40000000 | 1) == kill  # x32 ABI
+    assert _run_bpf(program, 1, arch=0x40000003) == kill  # i386
+
+
 # ---- ordinary programs ------------------------------------------------------------------------
 def test_ok_with_stdin(ex):
     r = run(ex, "print(input()[::-1]); import sys; print(sys.stdin.read().split())",
@@ -271,7 +310,8 @@ def test_deep_recursion(ex):
 def test_private_working_directory_is_wiped(ex):
     r = run(ex, "import os; open('f.txt', 'w').write('x'); os.mkdir('d'); print(os.listdir('.'))")
     assert r.status == "ok" and sorted(eval(r.stdout)) == ["d", "f.txt"]
-    assert [run(ex, "import os; print(os.listdir('.'))").stdout] * 2 == ["[]\n"] * 2
+    listings = ex.run_batch(["import os; print(os.listdir('.'))"] * 4)  # on every worker
+    assert [r.stdout for r in listings] == ["[]\n"] * 4
     r = run(ex, "open('big', 'wb').write(b'x' * (20 << 20))")  # over disk_mb (16)
     assert r.status == "error" and ("too large" in r.stderr or "No space" in r.stderr)
 
@@ -302,10 +342,11 @@ def test_string_hashes_agree_across_workers(ex):
     assert len(outs) == 1
 
 
-def test_addresses_differ_between_runs(ex):
-    """Runs fork from one heap; without the random allocations a program printing an address
-    would look deterministic to a run-it-twice check."""
-    outs = [r.stdout for r in ex.run_batch(["print(id(object()), id({}), id([]))"] * 8)]
+def test_addresses_differ_between_runs_on_one_worker():
+    """The runs of a worker fork from one heap; without the random allocations a program
+    printing an address would look deterministic to a run-it-twice check."""
+    with Executor(workers=1) as ex:
+        outs = [ex.run("print(id(object()), id({}), id([]))").stdout for _ in range(8)]
     columns = zip(*(o.split() for o in outs), strict=True)
     assert all(len(set(column)) > 1 for column in columns), outs
 
@@ -717,7 +758,7 @@ def test_the_attacks_fail_as_an_unprivileged_user_too(tmp_path):
         pytest.skip("this Python or checkout is in a directory others cannot enter, and without "
                     "mount namespaces it cannot be exposed to an unprivileged user")
     cfg = dict(uid=nobody, paths=paths, cwd=str(here.parents[1]),
-               argv=["-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-rs",
+               argv=["-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-rfEs",
                      f"--basetemp={base}/t", str(here)],
                env={"PATH": "/usr/bin:/bin", "HOME": str(base), "LANG": "C.UTF-8"})
     proc = subprocess.run([sys.executable, "-c", _UNPRIVILEGED_RUNNER, json.dumps(cfg)],
@@ -725,7 +766,7 @@ def test_the_attacks_fail_as_an_unprivileged_user_too(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert " passed" in out and " failed" not in out, out[-3000:]
-    print(out[-3000:])
+    print(out[-3000:])  # with -s / -rP: what the pass skipped, and the layers it found
 
 
 def test_missing_layers_are_reported():

@@ -136,7 +136,7 @@ class _Worker:
         return dict(status=_classify(reason, wait_status, cpu, int(timeout) + 1),
                     returncode=os.waitstatus_to_exitcode(wait_status),
                     stdout=out.decode("utf-8", "replace"),
-                    stderr=_setup_note(wait_status) or err.decode("utf-8", "replace"),
+                    stderr=_setup_note(wait_status) + err.decode("utf-8", "replace"),
                     truncated=reason == "output", seconds=time.monotonic() - start)
 
     def _supervise(self, seq: int, fds: list[int | None], request: bytes, deadline: float,
@@ -296,7 +296,7 @@ def _classify(reason: str | None, status: int, cpu: float, cpu_limit: int) -> st
 
 
 def _setup_note(status: int) -> str:
-    """Only the sandbox writes before the program runs; its failure is said in one line."""
+    """The line that says a run never started because its confinement failed."""
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_SETUP:
         return "executor: the sandbox could not be applied, the program did not run\n"
     return ""
