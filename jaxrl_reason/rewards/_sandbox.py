@@ -277,6 +277,14 @@ class Sandbox:
         self.limits = [(getattr(resource, f"RLIMIT_{k}"), v) for k, v in limits.items()]
         self.protections["rlimits"] = ["CPU", *limits]  # CPU: from each run's timeout
         self.setsid = self.pidns_fd is None  # else the namespace, not a session, holds the run
+        # The child's last confinement calls with their ctypes arguments made here (making them
+        # in each child would cost it ~30 page copies): die with the worker, not dumpable,
+        # Landlock.
+        ulong = lambda *v: tuple(map(ctypes.c_ulong, v))
+        self.child_calls = [(_prctl, ulong(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)),
+                            (_prctl, ulong(PR_SET_DUMPABLE, 0, 0, 0, 0))]
+        if self.ruleset is not None:
+            self.child_calls.append((_libc.syscall, ulong(SYS_LL_RESTRICT, self.ruleset, 0)))
         self.protections["seccomp"] = self.seccomp
         # Scratch the caller must empty after each run (no per-run tmpfs to throw away).
         self.caller_cleans = None if self.tmpfs else self.scratch
@@ -509,10 +517,8 @@ class Sandbox:
                 os.setgroups([])
                 os.setresgid(self.uid, self.uid, self.uid)
                 os.setresuid(self.uid, self.uid, self.uid)
-            _errcheck(_prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # after setuid
-            _errcheck(_prctl(PR_SET_DUMPABLE, 0, 0, 0, 0))
-            if self.ruleset is not None:
-                _syscall(SYS_LL_RESTRICT, self.ruleset, 0)
+            for call, args in self.child_calls:  # PDEATHSIG after setuid (which clears it)
+                _errcheck(call(*args))
             head = _read_exact(req_r, REQUEST_HEADER.size)
             if head is None:  # no request will come: the caller closed the pool
                 os._exit(EXIT_SETUP)
