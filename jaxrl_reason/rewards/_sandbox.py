@@ -213,21 +213,23 @@ def claim_worker_uid() -> tuple[int, int] | None:
     base = "/run" if os.path.isdir("/run") else "/tmp"
     lock_dir = os.path.join(base, "jaxrl-executor-uids")
     try:
-        os.mkdir(lock_dir, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(lock_dir)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
-        print(f"sandbox: {lock_dir} is not a private root-owned directory", file=sys.stderr)
-        return None
-    for uid in range(UID_BASE, UID_BASE + UID_COUNT):
-        fd = os.open(os.path.join(lock_dir, str(uid)),
-                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return uid, fd
-        except BlockingIOError:
-            os.close(fd)
+            os.mkdir(lock_dir, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(lock_dir)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+            raise OSError(f"{lock_dir} is not a private root-owned directory")
+        for uid in range(UID_BASE, UID_BASE + UID_COUNT):
+            fd = os.open(os.path.join(lock_dir, str(uid)),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return uid, fd
+            except BlockingIOError:
+                os.close(fd)
+    except OSError as e:
+        print(f"sandbox: no uid of its own for this worker: {e}", file=sys.stderr)
     return None
 
 
