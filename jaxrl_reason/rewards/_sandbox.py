@@ -63,7 +63,8 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, AT_RECURSIVE, AT_FDCWD, MNT_DETACH = 1, 2,
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 4, 22, 38
 SECCOMP_MODE_FILTER = 2
 
-# x86_64 syscall numbers; elsewhere the seccomp layer is off (and reported off).
+# x86_64 syscall numbers; elsewhere the seccomp layer and pivot_root are off (and reported
+# off). The Landlock and mount_setattr numbers are the same on every architecture.
 SYS_PIVOT_ROOT, SYS_MOUNT_SETATTR, SYS_LL_CREATE, SYS_LL_ADD, SYS_LL_RESTRICT = (
     155, 442, 444, 445, 446)
 AUDIT_ARCH_X86_64 = 0xC000003E
@@ -351,6 +352,8 @@ class Sandbox:
 
     def _pivot_root(self, new: str) -> None:
         """Replaces / with a tmpfs of read-only binds of `read_paths`, 4 devices, a private /tmp."""
+        if os.uname().machine != "x86_64":  # pivot_root has another number elsewhere
+            raise OSError(errno.ENOSYS, "pivot_root is called by its x86_64 number")
         os.makedirs(new, exist_ok=True)
         _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
         binds = [(p, p) for p in self.read_paths]
