@@ -9,6 +9,7 @@ take the family's transformers default.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from jaxrl_reason.errors import UserError
@@ -171,7 +172,8 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
             raise UserError("config.json: RoPE scaling on Gemma 3's sliding layers is not "
                             "supported")
         fields["local_rope_theta"] = local_theta
-    return fields
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    return {f: fields.get(f, defaults[f]) for f in ARCH_FIELDS}
 
 
 def max_positions(hf: dict[str, Any]) -> int:
