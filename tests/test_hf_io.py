@@ -103,7 +103,8 @@ def test_sharded_import_on_8_devices_equals_the_unsharded_one(family, scan, devi
     sharded = load(path, dataclasses.replace(cfg, scan_layers=scan), mesh)
     specs = {str(x.sharding.spec) for x in jax.tree.leaves(sharded)}
     assert any("fsdp" in s and "tensor" in s for s in specs), specs
-    wq = [(size, total) for name, size, total in reads if name.endswith("0.self_attn.q_proj.weight")]
+    wq = [(size, total) for name, size, total in reads
+          if name.endswith("0.self_attn.q_proj.weight")]
     assert wq and all(size * 4 == total for size, total in wq)  # a quarter each: 2 x 2 split
     flat = {weights._path(k): np.asarray(v)
             for k, v in jax.tree_util.tree_flatten_with_path(sharded)[0]}

@@ -51,7 +51,7 @@ LLAMA3 = """{{- bos_token }}
 {% if add_generation_prompt %}
 {{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
 {% endif %}
-"""
+"""  # noqa: E501
 GEMMA = """{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"""  # noqa: E501
 CONVERSATIONS = [
     [{"role": "user", "content": "How many clips did Natalia sell?"}],
