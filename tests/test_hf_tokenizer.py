@@ -3,10 +3,13 @@ templates (written here, shaped like real ones) rendered exactly as transformers
 `apply_chat_template` renders them. Nothing is downloaded: the tokenizer is trained here."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+from jaxrl_reason.data.gsm8k import Gsm8kTask
 from jaxrl_reason.errors import UserError
+from jaxrl_reason.models.hf.chat import ChatTask
 from jaxrl_reason.tokenizers import HFTokenizer, SentencePieceTokenizer
 
 tokenizers = pytest.importorskip("tokenizers", reason="the hf extra is not installed")
@@ -173,3 +176,34 @@ def test_a_directory_without_a_tokenizer_or_template_says_so(tmp_path, checkpoin
     tok.chat_template = None
     with pytest.raises(UserError, match="no chat template"):
         tok.apply_chat_template(CONVERSATIONS[0])
+
+
+def test_chat_task_prompts_in_the_chat_format_without_a_second_bos(checkpoints, tmp_path):
+    """GSM8K problems through ChatTask: the user turn in the template, the generation prompt
+    last, the BOS text dropped (encoding adds the id); per-difficulty sets from the test split."""
+    fixture = Path(__file__).resolve().parent / "fixtures/gsm8k"
+    gsm8k = Gsm8kTask(manual_dir=str(fixture), data_dir=str(tmp_path),
+                      prompt_template="{question}")
+    two_lines = gsm8k.problems_of_length(2, 10, 0)
+    assert two_lines and all(p.difficulty == 2 for p in two_lines)
+    assert len(gsm8k.problems_of_length(2, 1, 0)) == 1
+    problem = two_lines[0]
+    llama = ChatTask(gsm8k, HFCheckpointStub(checkpoints["llama3"]), system="Be brief.")
+    assert llama.prompt(problem) == (
+        "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>\n"
+        f"<|start_header_id|>user<|end_header_id|>\n\n{problem.question}<|eot_id|>\n"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n\n")  # as the template is written
+    chatml = ChatTask(gsm8k, HFCheckpointStub(checkpoints["chatml"]))
+    assert chatml.prompt(problem, hint="32").endswith(
+        f"user\n{problem.question} (The answer is 32.)<|im_end|>\n<|im_start|>assistant\n")
+    assert chatml.check(problem, f"... #### {problem.answer}").correct
+
+
+class HFCheckpointStub:
+    """What ChatTask needs of an HFCheckpoint: its tokenizer (these dirs hold no weights)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def tokenizer(self):
+        return HFTokenizer(str(self.path))
