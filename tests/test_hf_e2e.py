@@ -14,9 +14,11 @@ from flax import nnx
 tokenizers = pytest.importorskip("tokenizers", reason="the hf extra is not installed")
 pytest.importorskip("safetensors", reason="the hf extra is not installed")
 
+from jaxrl_reason import evaluate  # noqa: E402
 from jaxrl_reason.algorithms import common, sft, star  # noqa: E402
 from jaxrl_reason.data.addition import AdditionTask  # noqa: E402
 from jaxrl_reason.models import hf  # noqa: E402
+from jaxrl_reason.models.hf.__main__ import export_run  # noqa: E402
 from jaxrl_reason.models.transformer import ModelConfig, Transformer  # noqa: E402
 
 SPECIAL = ["<pad>", "<s>", "</s>"]
@@ -87,16 +89,15 @@ def test_sft_starts_from_the_import_samples_and_resumes(checkpoint, tmp_path, mo
     assert log[1][0] == 2 and log[1][1] != pytest.approx(imported)  # resumed, not re-imported
     assert {"acc", "acc/1", "acc/2"} <= set(first)  # greedy rollouts ran through the sampler
 
-    configure(path)
+    configure(path)  # the export job: the run's latest weights as an HF directory
+    out = export_run(str(tmp_path), str(tmp_path / "export"))
     s = common.build()
-    ckpt = sft.Checkpointer(str(tmp_path / "checkpoints"))
-    trained, step = ckpt.restore_params(s.trainer.abstract_state["params"])
-    ckpt.close()
+    trained, step = evaluate.restore_params(s, str(tmp_path))
     assert step == 4
-    out = hf.export(trained, s.model_cfg, str(tmp_path / "export"), like=str(path))
     again = hf.HFCheckpoint(out)
     reloaded = again.load_params(again.model_config(), s.trainer.params_shardings)
     assert fingerprint(reloaded) == pytest.approx(fingerprint(trained))
+    assert fingerprint(trained) != pytest.approx(imported)
     assert (tmp_path / "export" / "tokenizer.json").exists()
 
 
