@@ -1,5 +1,6 @@
 """Logits and greedy continuations of every imported family against transformers itself, in
-float32, on tiny random checkpoints that transformers made (tests/hf_tiny.py)."""
+float32, on tiny random checkpoints that transformers made (tests/hf_tiny.py): the uncached
+forward on a ragged batch, and the sampler's cached decode (tokens and each step's log-prob)."""
 
 import functools
 
@@ -69,3 +70,10 @@ def test_greedy_continuations_match_transformers_generate(family):
         want = out[0, len(prompt):].tolist()
         assert len(want) == NEW_TOKENS
         assert ours.tokens[i].tolist() == want, f"{family}: prompt {i} diverges"
+        # Each decode step's log-prob (through our KV cache) against transformers' log-softmax
+        # of the whole sequence, so the cached path is checked in value, not only in argmax.
+        with torch.no_grad():
+            logp = torch.log_softmax(ref_model(out).logits[0], dim=-1).numpy()
+        want_lp = logp[np.arange(len(prompt) - 1, out.shape[1] - 1), want]
+        diff = np.abs(ours.logprobs[i] - want_lp).max()
+        assert diff <= 1e-4, f"{family}: prompt {i} decode log-probs off by {diff:.1e}"
