@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 
 from jaxrl_reason import registry  # noqa: F401  (registers every configurable)
-from jaxrl_reason.errors import UserError
+from jaxrl_reason.errors import ConfigError, UserError
 from jaxrl_reason.models.hf import HFCheckpoint
 from jaxrl_reason.models.hf.config import arch_of, model_fields
 from jaxrl_reason.models.transformer import ModelConfig
@@ -69,3 +69,19 @@ def test_preset_pointed_at_another_models_directory_fails_in_one_line(tmp_path, 
     wrong = HFCheckpoint(str(tmp_path / "model_qwen2p5_1p5b_instruct.gin"))
     with pytest.raises(UserError, match="d_model=1536, but ModelConfig.d_model=896 is bound"):
         wrong.model_config()
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(sliding_window=4), "must name layers exactly when sliding_window=4"),
+    (dict(sliding_layers=(1,)), "must name layers exactly when sliding_window=None"),
+    (dict(sliding_window=4, sliding_layers=(0, 9)), r"distinct layer indices in \[0, 4\)"),
+    (dict(sliding_window=4, sliding_layers=(1,), scan_layers=True), "needs layers of one kind"),
+    (dict(attn_softcap=-1.0), "attn_softcap=-1.0 must be > 0"),
+    (dict(rope_scaling="yarn"), "rope_scaling='yarn' must be one of"),
+    (dict(rope_low_freq_factor=4.0), "must exceed rope_low_freq_factor=4.0"),
+])
+def test_family_switches_are_validated_in_one_line(fields, match):
+    with pytest.raises(ConfigError, match=match):
+        ModelConfig(n_layers=4, **fields)
+    assert ModelConfig(n_layers=4, sliding_window=4, sliding_layers=(0, 1, 2, 3),
+                       scan_layers=True).is_sliding(3)
