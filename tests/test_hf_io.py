@@ -49,12 +49,20 @@ def transformers_logits(path):
         return model(torch.tensor(BATCH)).logits.numpy()
 
 
-@pytest.mark.parametrize("family, like", [("qwen2", True), ("gemma3_text", True),
-                                          ("llama", False)])
-def test_export_round_trip_through_transformers_and_our_importer(family, like, tmp_path):
-    """like=True keeps the source's config; like=False writes config.json from ModelConfig."""
+@pytest.mark.parametrize("family, like, shard_bytes", [
+    ("qwen2", True, 4 << 30), ("gemma3_text", True, 16 << 10), ("llama", False, 4 << 30)])
+def test_export_round_trip_through_transformers_and_our_importer(family, like, shard_bytes,
+                                                                tmp_path):
+    """like=True keeps the source's config; like=False writes config.json from ModelConfig;
+    16 KiB shards give a multi-file checkpoint with an index (what the Hub serves)."""
     path, cfg, params = imported(family)
-    out = hf.export(params, cfg, str(tmp_path / "out"), like=str(path) if like else None)
+    out = hf.export(params, cfg, str(tmp_path / "out"), like=str(path) if like else None,
+                    max_shard_bytes=shard_bytes)
+    shards = sorted(p.name for p in (tmp_path / "out").glob("*.safetensors"))
+    if shard_bytes < 1 << 20:
+        assert len(shards) > 2 and (tmp_path / "out" / "model.safetensors.index.json").exists()
+    else:
+        assert shards == ["model.safetensors"]
     np.testing.assert_array_equal(transformers_logits(out), transformers_logits(path))
     again = hf.HFCheckpoint(out)
     assert again.model_config() == cfg

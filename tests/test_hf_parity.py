@@ -21,7 +21,7 @@ from jaxrl_reason.models.transformer import Transformer  # noqa: E402
 from jaxrl_reason.sampling.sampler import Sampler, SamplingConfig  # noqa: E402
 
 LENGTHS = (40, 23, 9)  # a ragged, right-padded batch
-PROMPTS = (5, 11, 17)
+PROMPTS = (5, 17)  # prefills of one and two prompt buckets
 NEW_TOKENS = 32
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from tensorboardX import SummaryWriter
 
 from jaxrl_reason import files
 
@@ -46,6 +45,10 @@ class MetricWriter:
         files.write_jsonl(self.path, self.records)
         self._tb = None
         if files.is_writer():
+            # Imported here: tensorboardX imports torch when it is installed (the hf-test extra),
+            # which a job that never writes metrics need not pay for.
+            from tensorboardX import SummaryWriter
+
             self._tb = SummaryWriter(str(files.path(workdir) / "tensorboard" /
                                          filename.split(".")[0]))
 

@@ -47,9 +47,9 @@ def _config(cfg: ModelConfig, like: str | None, dtype: str) -> tuple[dict, str]:
 
 def export(params, cfg: ModelConfig, out_dir: str, like: str | None = None,
            dtype: str | None = None, max_shard_bytes: int = 4 << 30) -> str:
-    """Writes `params` of `cfg` to `out_dir` as an HF checkpoint (in `dtype`, default the
-    param dtype; sharded with an index past `max_shard_bytes`). Every process takes part (the
-    tensors are gathered), process 0 writes. Returns out_dir."""
+    """Writes `params` of `cfg` to the local directory `out_dir` as an HF checkpoint (in `dtype`,
+    default the param dtype; sharded with an index past `max_shard_bytes`). Every process takes
+    part (the tensors are gathered one at a time), process 0 writes. Returns out_dir."""
     from safetensors.numpy import save_file
 
     dtype = dtype or cfg.param_dtype
@@ -57,27 +57,38 @@ def export(params, cfg: ModelConfig, out_dir: str, like: str | None = None,
     writer = files.is_writer()
     if writer:
         os.makedirs(out_dir, exist_ok=True)
-    shards: list[dict[str, np.ndarray]] = [{}]
-    size = 0
+    # Shards are written as they fill (the host holds one shard, not the model) under
+    # provisional names, renamed once their count is known.
+    written: list[tuple[str, list[str], int]] = []
+    shard: dict[str, np.ndarray] = {}
     value_head = None
+
+    def flush():
+        if shard and writer:
+            name = os.path.join(out_dir, f".shard-{len(written):05d}.tmp")
+            save_file(shard, name, metadata={"format": "pt"})
+        written.append((f".shard-{len(written):05d}.tmp", list(shard),
+                        sum(a.nbytes for a in shard.values())))
+        shard.clear()
+
     for name, array in weights.host_tensors(params, cfg, model_type, dtype):
         if name == "value_head":
             value_head = array
             continue
-        if size and size + array.nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = array
-        size += array.nbytes
+        if shard and sum(a.nbytes for a in shard.values()) + array.nbytes > max_shard_bytes:
+            flush()
+        shard[name] = array
+    flush()
     if not writer:
         return out_dir
-    names = ([f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-             if len(shards) > 1 else ["model.safetensors"])
-    for shard, name in zip(shards, names, strict=True):
-        save_file(shard, os.path.join(out_dir, name), metadata={"format": "pt"})
-    if len(shards) > 1:
-        index = {"metadata": {"total_size": sum(a.nbytes for s in shards for a in s.values())},
-                 "weight_map": {t: n for s, n in zip(shards, names, strict=True) for t in s}}
+    names = ([f"model-{i + 1:05d}-of-{len(written):05d}.safetensors" for i in range(len(written))]
+             if len(written) > 1 else ["model.safetensors"])
+    for (tmp, _, _), name in zip(written, names, strict=True):
+        os.replace(os.path.join(out_dir, tmp), os.path.join(out_dir, name))
+    if len(written) > 1:
+        index = {"metadata": {"total_size": sum(size for _, _, size in written)},
+                 "weight_map": {t: n for (_, tensors, _), n in zip(written, names, strict=True)
+                                for t in tensors}}
         files.write_json(os.path.join(out_dir, "model.safetensors.index.json"), index)
     if value_head is not None:
         save_file({"value_head": value_head}, os.path.join(out_dir, weights.VALUE_HEAD_FILE))
