@@ -4,14 +4,16 @@ and a preset pointed at another model's directory fails in one line."""
 import json
 
 import gin
+import jax
 import pytest
 from conftest import REPO
+from flax import nnx
 
 from jaxrl_reason import registry  # noqa: F401  (registers every configurable)
 from jaxrl_reason.errors import ConfigError, UserError
 from jaxrl_reason.models.hf import HFCheckpoint
 from jaxrl_reason.models.hf.config import arch_of, model_fields
-from jaxrl_reason.models.transformer import ModelConfig
+from jaxrl_reason.models.transformer import ModelConfig, Transformer
 
 # The published config.json files (transformers 4 layout), as the Hub serves them.
 QWEN2 = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
@@ -85,3 +87,12 @@ def test_family_switches_are_validated_in_one_line(fields, match):
         ModelConfig(n_layers=4, **fields)
     assert ModelConfig(n_layers=4, sliding_window=4, sliding_layers=(0, 1, 2, 3),
                        scan_layers=True).is_sliding(3)
+
+
+def test_num_params_counts_the_family_switches_parameters():
+    for fields in (dict(qkv_bias=True), dict(qk_norm=True, post_norms=True, tie_embeddings=False),
+                   dict(model_fields(PUBLISHED["model_qwen3_0p6b.gin"]), value_head=True)):
+        cfg = ModelConfig(**fields)
+        abstract = nnx.state(nnx.eval_shape(lambda cfg=cfg: Transformer(cfg, nnx.Rngs(0))),
+                             nnx.Param)
+        assert sum(x.size for x in jax.tree.leaves(abstract)) == cfg.num_params()

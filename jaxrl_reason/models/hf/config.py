@@ -126,8 +126,8 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
     def get(key):
         return hf[key] if key in hf else defaults.get(key)
 
-    for key, must in (("attention_bias", False), ("mlp_bias", False)):
-        if model_type not in ("qwen2",) and hf.get(key, False) != must:
+    for key in ("attention_bias", "mlp_bias"):  # biases on o_proj / the MLP: not implemented
+        if hf.get(key):
             raise UserError(f"config.json {key}={hf[key]!r} is not supported for {model_type}")
     n_heads = int(hf["num_attention_heads"])
     layer_types = _layer_types(hf, get, model_type, int(hf["num_hidden_layers"]))
@@ -172,8 +172,8 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
             raise UserError("config.json: RoPE scaling on Gemma 3's sliding layers is not "
                             "supported")
         fields["local_rope_theta"] = local_theta
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    return {f: fields.get(f, defaults[f]) for f in ARCH_FIELDS}
+    ours = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    return {f: fields.get(f, ours[f]) for f in ARCH_FIELDS}
 
 
 def max_positions(hf: dict[str, Any]) -> int:
