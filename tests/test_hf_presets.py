@@ -71,6 +71,9 @@ def test_preset_pointed_at_another_models_directory_fails_in_one_line(tmp_path, 
     wrong = HFCheckpoint(str(tmp_path / "model_qwen2p5_1p5b_instruct.gin"))
     with pytest.raises(UserError, match="d_model=1536, but ModelConfig.d_model=896 is bound"):
         wrong.model_config()
+    gin.bind_parameter("HFCheckpoint.check_bindings", False)  # the checkpoint wins instead
+    unchecked = HFCheckpoint(str(tmp_path / "model_qwen2p5_1p5b_instruct.gin")).model_config()
+    assert unchecked.d_model == 1536
 
 
 @pytest.mark.parametrize("fields, match", [
