@@ -3,11 +3,16 @@ classes and saved by transformers (the tests' reference is always transformers i
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local directories only: never the Hub
 
 torch = pytest.importorskip("torch", reason="the hf extra (torch, transformers) is not installed")
 transformers = pytest.importorskip("transformers", reason="the hf extra is not installed")
@@ -39,6 +44,7 @@ FAMILIES = {
                          "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})),
 }
 _ROOT = Path(tempfile.mkdtemp(prefix="hf_tiny_"))
+atexit.register(shutil.rmtree, _ROOT, True)
 
 
 def randomize(model, seed: int) -> None:

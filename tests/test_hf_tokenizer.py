@@ -3,6 +3,7 @@ templates (written here, shaped like real ones) rendered exactly as transformers
 `apply_chat_template` renders them. Nothing is downloaded: the tokenizer is trained here."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from jaxrl_reason.errors import UserError
 from jaxrl_reason.models.hf.chat import ChatTask
 from jaxrl_reason.tokenizers import HFTokenizer, SentencePieceTokenizer
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers reads local directories only
 tokenizers = pytest.importorskip("tokenizers", reason="the hf extra is not installed")
 pytest.importorskip("jinja2", reason="the hf extra is not installed")
 
