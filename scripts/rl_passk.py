@@ -2,8 +2,8 @@
 difficulty, sampled at the rollout temperature. Prints one table per policy and the change,
 and plots pass@k against k for each difficulty.
 
-    python scripts/rl_passk.py --gin_file=configs/rl_prorl_chain.gin --policy_dir=runs/sft_chain \
-        --workdir=runs/prorl --difficulties 3 4 5 6 --per_difficulty 40 \
+    python scripts/rl_passk.py --gin_file=configs/rl_prorl_addition.gin --policy_dir=runs/sft_add \
+        --policy_step=300 --workdir=runs/prorl_add --difficulties 2 3 4 --per_difficulty 40 \
         --plot docs/figures/rl_passk.png
 """
 
@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 
+import gin
 import jax
 
 from jaxrl_reason import cli, registry  # noqa: F401  (registers every configurable)
@@ -25,11 +26,11 @@ from jaxrl_reason.training.checkpoints import Checkpointer
 KS = (1, 2, 4, 8, 16, 32, 64)
 
 
-def restore(s: common.Setup, workdir: str):
+def restore(s: common.Setup, workdir: str, step: int | None = None):
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
         fill = s.trainer.init_params(0) if s.model_cfg.value_head else None
-        return ckpt.restore_params(s.trainer.abstract_state["params"], fill=fill)
+        return ckpt.restore_params(s.trainer.abstract_state["params"], step, fill)
     finally:
         ckpt.close()
 
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--gin_file", action="append", required=True)
     parser.add_argument("--gin_param", action="append", default=[])
     parser.add_argument("--policy_dir", required=True, help="the SFT run")
+    parser.add_argument("--policy_step", type=int, default=None,
+                        help="the SFT checkpoint RL started from (default: the latest)")
     parser.add_argument("--workdir", required=True, help="the RL run (its latest checkpoint)")
     parser.add_argument("--difficulties", type=int, nargs="+", default=[3, 4, 5, 6])
     parser.add_argument("--per_difficulty", type=int, default=40)
@@ -47,11 +50,12 @@ def main() -> None:
     args = parser.parse_args()
     cli.parse_gin(args.gin_file, args.gin_param)
     s = common.build()
-    task = registry.rl.gin.query_parameter("rl.task").scoped_configurable_fn()
+    task = gin.query_parameter("rl.task").scoped_configurable_fn()
     cfg = LearnerConfig()
     out = {}
-    for name, workdir in (("sft", args.policy_dir), ("rl", args.workdir)):
-        params, step = restore(s, workdir)
+    for name, workdir, at in (("sft", args.policy_dir, args.policy_step),
+                              ("rl", args.workdir, None)):
+        params, step = restore(s, workdir, at)
         out[name] = {"step": step}
         for d in args.difficulties:
             problems = task.problems_of_length(d, args.per_difficulty, args.seed, "test")

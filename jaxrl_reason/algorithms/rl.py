@@ -56,9 +56,15 @@ class ProblemStream:
         return out
 
 
-def start_state(s: common.Setup, policy_dir: str, policy_step: int | None, seed: int) -> State:
+def start_state(s: common.Setup, policy_dir: str | None, policy_step: int | None,
+                seed: int) -> State:
     """The SFT policy (a fresh value head where the model has one and the checkpoint has
-    none), with a reference equal to it and fresh optimizer moments."""
+    none), with a reference equal to it and fresh optimizer moments; without `policy_dir`, the
+    imported Hugging Face checkpoint (`build.pretrained`)."""
+    if policy_dir is None:
+        require(s.pretrained is not None, "rl.policy_dir", policy_dir,
+                "must name the SFT workdir to start from (or bind build.pretrained)")
+        return s.init(seed)
     ckpt = Checkpointer(os.path.join(policy_dir, "checkpoints"))
     try:
         fill = s.trainer.init_params(seed) if s.model_cfg.value_head else None
@@ -73,7 +79,7 @@ def start_state(s: common.Setup, policy_dir: str, policy_step: int | None, seed:
 def rl(
     workdir: str,
     task: Task = gin.REQUIRED,
-    policy_dir: str = gin.REQUIRED,
+    policy_dir: str | None = None,
     policy_step: int | None = None,
     steps: int = 100,
     seed: int = 0,
@@ -87,9 +93,10 @@ def rl(
     reset_metric: str = "acc",
     ckpt_every: int = 10,
 ) -> dict[str, float]:
-    """Runs (or resumes) `steps` RL steps from the SFT run in `policy_dir`; returns the last
-    validation. `pass_k_every` 0 = at every evaluation; pass@k samples max(pass_ks) completions
-    of each of `pass_k_problems` validation problems at the rollout temperature."""
+    """Runs (or resumes) `steps` RL steps from the SFT run in `policy_dir` (None: from the
+    imported `build.pretrained` checkpoint); returns the last validation. `pass_k_every` 0 =
+    at every evaluation; pass@k samples max(pass_ks) completions of each of `pass_k_problems`
+    validation problems at the rollout temperature."""
     for name, value in (("steps", steps), ("eval_every", eval_every),
                         ("eval_problems", eval_problems), ("ckpt_every", ckpt_every)):
         require(value >= 1, f"rl.{name}", value, "must be >= 1")

@@ -180,14 +180,15 @@ class Learner:
         base = {k: prep.batch[k] for k in ("tokens", "input_mask", "positions", "loss_mask")}
         timings = {}
         t0 = time.perf_counter()
-        old = np.asarray(jax.device_get(trainer.logprobs(state["params"], base, cfg.temperature)))
+        old = self.per_chunk(lambda b: trainer.logprobs(state["params"], b, cfg.temperature),
+                             base)
         ref = values = None
         if self.loss.kl_coef > 0 or cfg.kl_in_reward > 0:
-            ref = np.asarray(jax.device_get(
-                trainer.logprobs(state["ref_params"], base, cfg.temperature)))
+            ref = self.per_chunk(
+                lambda b: trainer.logprobs(state["ref_params"], b, cfg.temperature), base)
         if cfg.advantage == "gae":
-            values = shift_values(np.asarray(jax.device_get(
-                trainer.values(state["params"], base)))) * mask
+            values = shift_values(self.per_chunk(
+                lambda b: trainer.values(state["params"], b), base)) * mask
         timings["time/logprobs"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -218,6 +219,15 @@ class Learner:
         timings["time/update"] = time.perf_counter() - t0
         return state, {**timings, **updates,
                        **batch_metrics(prep, old, advantages, loss_mask, rollouts)}
+
+    def per_chunk(self, fn, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """fn over the rows in as many chunks as a step has micro-batches (mini_batches x
+        grad_accum), so no pass holds more [rows, T, vocab] logits than an update does."""
+        chunks = self.cfg.mini_batches * self.trainer.grad_accum
+        size = self.cfg.rows // chunks
+        return np.concatenate([
+            np.asarray(jax.device_get(fn({k: v[i: i + size] for k, v in batch.items()})))
+            for i in range(0, self.cfg.rows, size)])
 
     def update(self, state: State, train: dict[str, np.ndarray], rates: np.ndarray, step: int,
                seed: int) -> tuple[State, dict[str, float]]:
