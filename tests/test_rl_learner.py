@@ -161,3 +161,16 @@ def test_learner_config_errors_name_the_binding():
         no_head = Trainer(TINY.__class__(**{**TINY.__dict__, "value_head": False}),
                           make_optimizer(), tr.mesh, loss="rl")
         Learner(LearnerConfig(advantage="gae"), no_head, 0)
+
+
+def test_log_prob_passes_in_chunks_match_one_pass():
+    tr = trainer()
+    params = tr.reset_optimizer({"params": init_params(TINY)})["params"]
+    ro, _ = fake_rollouts([1, 0, 0, 1, 1, 0, 1, 1], 2)
+    learner = Learner(LearnerConfig(prompts_per_step=4, group_size=2, max_new_tokens=5,
+                                    seq_bucket=8, mini_batches=2), tr, pad_id=0)
+    batch = learner.prepare(ro).batch
+    whole = np.asarray(tr.logprobs(params, batch, 0.9))
+    chunked = learner.per_chunk(lambda b: tr.logprobs(params, b, 0.9), batch)
+    assert (whole != 0).sum() == 8 * 5
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
