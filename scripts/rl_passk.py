@@ -79,7 +79,7 @@ def main() -> None:
             for name, style in (("sft", "o--"), ("rl", "o-")):
                 ax.plot(KS, [out[name][d][k] for k in KS], style, label=name, markersize=3)
             ax.set_xscale("log", base=2)
-            ax.set_title(f"{d} steps")
+            ax.set_title(f"difficulty {d}")
             ax.set_xlabel("k")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("pass@k")
