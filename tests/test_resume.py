@@ -180,7 +180,7 @@ def test_sft_job_killed_with_sigkill_resumes_to_the_same_result(sft_run):
     assert dict(losses)[STEPS] == pytest.approx(records(workdir)[-1]["loss"], rel=1e-6)
 
 
-@pytest.mark.parametrize("step", [None, 400])
+@pytest.mark.parametrize("step", [None, 600])
 def test_evaluate_scores_the_runs_own_weights(sft_run, step):
     """`evaluate` reads the run's config.gin, leaves it as it was, and scores the checkpoint
     asked for (--step, default the latest): the figure of those weights restored here and
