@@ -82,8 +82,9 @@ def restore_params(s: common.Setup, workdir: str, step: int | None = None,
 
 
 def _run_task() -> Task:
-    """The task the run trained on, from its config (star.task, self_improve.task, sft.task)."""
-    for job in ("star", "self_improve", "sft"):
+    """The task the run trained on, from its config (star.task, self_improve.task, sft.task,
+    rl.task)."""
+    for job in ("star", "self_improve", "sft", "rl"):
         try:
             ref = gin.query_parameter(f"{job}.task")
         except ValueError:
