@@ -9,6 +9,7 @@ from jaxrl_reason.algorithms import (  # noqa: F401
     verifier,
 )
 from jaxrl_reason.data import addition, chain, gsm8k  # noqa: F401
+from jaxrl_reason.models.hf import chat, checkpoint  # noqa: F401
 from jaxrl_reason.sampling import sampler  # noqa: F401
 from jaxrl_reason.training import checkpoints, optim, trainer  # noqa: F401
 from jaxrl_reason.verifiers import losses  # noqa: F401  (registers the verifier losses)

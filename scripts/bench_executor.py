@@ -1,18 +1,30 @@
-"""Executions per second of the sandboxed executor, with every protection the kernel allows.
+"""Executions per second of the sandboxed executor, next to an unsandboxed process pool.
 
-    .venv/bin/python scripts/bench_executor.py [--workers N] [--runs 1000]
+    .venv/bin/python scripts/bench_executor.py [--workers N] [--runs 1000] [--repeat 3]
 
-Prints the active protections, then runs/s for a trivial program and for an AZR-sized one
-(a ~20-line function with loops over small lists, called on an input, printing the repr of
-its output), batched over the pool, and the latency of one run on an idle pool.
+Prints the active protections, then for a trivial program and an AZR-sized one (a ~20-line
+function with loops over small lists, called on an input, printing the repr of its output):
+runs/s of the executor (batched over the pool) and of the kind of pool the Absolute Zero code
+uses, a `pebble.ProcessPool` whose workers `exec` each program in-process with stdout captured
+(no isolation at all; `pip install pebble` to measure it, the package never needs it), and the
+ratio. Then the latency of one run on an idle pool, and the wall time of 4 runs of 0.3-0.5 s on
+2 workers. Each figure is measured `--repeat` times, the two pools taking turns, and printed as
+min-max: other work on the machine depresses them (the load average is printed).
 """
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import time
 
 from jaxrl_reason.rewards.executor import Executor
+
+try:
+    from pebble import ProcessPool
+except ImportError:  # the comparison is optional
+    ProcessPool = None
 
 TRIVIAL = "print(1)"
 AZR_SIZED = '''
@@ -36,7 +48,15 @@ print(repr(f([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9], 3)))
 '''
 
 
-def rate(ex: Executor, code: str, runs: int) -> float:
+def exec_unsandboxed(code: str) -> str:
+    """What an unsandboxed pool worker does per program: exec in a fresh namespace."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, {"__name__": "__main__"})
+    return out.getvalue()
+
+
+def sandboxed_rate(ex: Executor, code: str, runs: int) -> float:
     ex.run_batch([code] * (2 * ex.workers))  # warm every worker
     start = time.perf_counter()
     results = ex.run_batch([code] * runs)
@@ -47,23 +67,76 @@ def rate(ex: Executor, code: str, runs: int) -> float:
     return runs / elapsed
 
 
+def unsandboxed_rate(pool, code: str, runs: int, expected: str) -> float:
+    list(pool.map(exec_unsandboxed, [code] * 50, timeout=5).result())  # warm
+    start = time.perf_counter()
+    outs = list(pool.map(exec_unsandboxed, [code] * runs, timeout=5).result())
+    elapsed = time.perf_counter() - start
+    if any(out != expected for out in outs):
+        raise RuntimeError("the unsandboxed pool printed something else")
+    return runs / elapsed
+
+
+def latency_ms(run_one, n: int = 50) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        run_one()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def span(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if len(values) == 1 else f"{lo:{fmt}}-{hi:{fmt}}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=None, help="default: 2 per core")
     parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    with Executor(workers=args.workers) as ex:
+    programs = {"trivial print(1)": TRIVIAL, "AZR-sized program": AZR_SIZED}
+    with contextlib.ExitStack() as stack:
+        ex = stack.enter_context(Executor(workers=args.workers))
+        pool = stack.enter_context(ProcessPool(max_workers=ex.workers)) if ProcessPool else None
         print(f"protections: {ex.protections}")
-        print(f"cores: {len(os.sched_getaffinity(0))}, workers: {ex.workers}, "
-              f"load average: {os.getloadavg()[0]:.2f} (other work depresses the figures)")
-        for name, code in (("trivial print(1)", TRIVIAL), ("AZR-sized program", AZR_SIZED)):
-            print(f"{name:>20}: {rate(ex, code, args.runs):7.1f} runs/s")
-        latencies = []
-        for _ in range(50):
-            start = time.perf_counter()
-            ex.run(TRIVIAL)
-            latencies.append(time.perf_counter() - start)
-        print(f"{'one run, idle pool':>20}: {1e3 * statistics.median(latencies):7.2f} ms median")
+        print(f"cores: {len(os.sched_getaffinity(0))}, workers: {ex.workers} in each pool")
+        expected = {name: exec_unsandboxed(code) for name, code in programs.items()}
+        ours = {name: [] for name in programs} | {"latency": []}
+        theirs = {name: [] for name in programs} | {"latency": []}
+        loads = []
+        for _ in range(args.repeat):
+            loads.append(os.getloadavg()[0])
+            for name, code in programs.items():
+                ours[name].append(sandboxed_rate(ex, code, args.runs))
+                if pool:
+                    theirs[name].append(unsandboxed_rate(pool, code, args.runs, expected[name]))
+            ours["latency"].append(latency_ms(lambda: ex.run(TRIVIAL)))
+            if pool:
+                theirs["latency"].append(latency_ms(
+                    lambda: pool.schedule(exec_unsandboxed, (TRIVIAL,)).result()))
+        print(f"load average (1 min) while measuring: {span(loads, '.2f')} "
+              "(other work depresses the figures)")
+        other = "unsandboxed pebble pool" if pool else "(pip install pebble to compare)"
+        print(f"{'':>20}  {'sandboxed':>16}  {other:>24}  ratio (median)")
+        for name in programs:
+            line = f"{name:>20}  {span(ours[name], '.0f'):>9} runs/s"
+            if pool:
+                ratio = statistics.median(ours[name]) / statistics.median(theirs[name])
+                line += f"  {span(theirs[name], '.0f'):>17} runs/s  {ratio:.2f}"
+            print(line)
+        line = f"{'one run, idle pool':>20}  {span(ours['latency'], '.2f'):>12} ms"
+        if pool:
+            line += f"  {span(theirs['latency'], '.2f'):>20} ms"
+        print(line)
+    with Executor(workers=2) as ex:
+        codes = [f"import time; time.sleep({0.5 if i % 2 else 0.3})" for i in range(4)]
+        start = time.perf_counter()
+        ex.run_batch(codes)
+        print(f"4 runs of 0.3-0.5 s on 2 workers: {time.perf_counter() - start:.2f} s "
+              "(0.8 s if the pool runs them 2 at a time)")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def job_command(module: str, workdir: Path | None, *gin_params: str,
     return cmd + [f"--gin_param={p}" for p in params]
 
 
-def run_job(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+def run_job(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
     """Runs a job from the repo root (configs/ paths are relative to it), no stdin, as CI does."""
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)

@@ -49,7 +49,7 @@ def results(tmp_path_factory):
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = {}
     for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=180)
+        stdout, stderr = proc.communicate(timeout=600)
         out[name] = (proc.returncode, stdout + stderr, tmp)
     return out
 

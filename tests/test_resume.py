@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO, job_command, run_job
+from helpers.events import read_scalars
 
 from jaxrl_reason import parallel
 from jaxrl_reason.algorithms import evaluation
@@ -106,19 +107,6 @@ def test_fit_resumed_after_a_crash_matches_an_uninterrupted_run(devices, tmp_pat
     assert_same_tree(resumed, whole)
 
 
-def test_metric_writer_drops_lines_past_the_restored_step(tmp_path):
-    writer = MetricWriter(str(tmp_path))
-    for step in (1, 2, 3):
-        writer.write(step, {"loss": float(step)})
-    writer.close()
-    with open(tmp_path / "metrics.jsonl", "a") as f:
-        f.write('{"step": 4, "lo')  # a line cut by a kill mid-write
-    MetricWriter(str(tmp_path), resume_step=2).close()
-    assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2]
-    MetricWriter(str(tmp_path), resume_step=None).close()  # no checkpoint: start afresh
-    assert read_metrics(str(tmp_path)) == []
-
-
 # ---- the real job, killed with SIGKILL -------------------------------------------------------
 
 STEPS = 800  # enough for clearly non-zero accuracy (~0.25), so `evaluate` is checked for real
@@ -132,18 +120,31 @@ JOB = (f"sft.steps = {STEPS}", "sft.batch_size = 64", "sft.max_len = 32",
        "ModelConfig.max_len = 64")
 
 
-def final_state(workdir):
-    """The step-STEPS train state of a job's workdir, restored onto one device."""
+def final_state(workdir, step=STEPS):
+    """The train state of a job's workdir at `step`, restored onto one device."""
     cfg = dataclasses.replace(CFG, max_len=64)
     trainer = Trainer(cfg, make_optimizer(), parallel.make_mesh(devices=jax.devices()[:1]))
     ckpt = Checkpointer(str(workdir / "checkpoints"))
-    state, _ = ckpt.restore(trainer.abstract_state, step=STEPS)
+    state, _ = ckpt.restore(trainer.abstract_state, step=step)
     ckpt.close()
     return state
 
 
-def test_sft_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
-    """The uninterrupted reference run goes alongside the one that gets killed."""
+TASK = AdditionTask(max_digits=2, scratchpad="none", reverse=True)
+GREEDY = SamplingConfig(max_new_tokens=8, temperature=0.0)
+
+
+def rollouts(params, problems):
+    sampler = Sampler(dataclasses.replace(CFG, max_len=64), [TOK.eos_id],
+                      banned_ids=(TOK.pad_id, TOK.bos_id))
+    return evaluation.rollouts(sampler, params, TASK, TOK, problems, GREEDY)
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    """An SFT job killed with SIGKILL after its first checkpoint and re-run, next to an
+    uninterrupted run of the same command: (killed workdir, whole workdir, each's last line)."""
+    tmp_path = tmp_path_factory.mktemp("sft")
     whole_cmd = job_command("jaxrl_reason.sft", tmp_path / "whole", *JOB)
     whole = subprocess.Popen(whole_cmd, cwd=REPO, stdin=subprocess.DEVNULL, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -164,27 +165,57 @@ def test_sft_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     assert "ModelConfig.d_model = 32" in (workdir / "config.gin").read_text()
     whole_out, whole_err = whole.communicate(timeout=300)
     assert whole.returncode == 0, whole_err[-3000:]
-
     resumed = run_job(cmd, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert records(workdir) == records(tmp_path / "whole")
-    assert json.loads(resumed.stdout.splitlines()[-1]) == json.loads(whole_out.splitlines()[-1])
-    assert_same_tree(final_state(workdir), final_state(tmp_path / "whole"))
+    return workdir, tmp_path / "whole", resumed.stdout, whole_out
 
-    # evaluating the run reads its config.gin, leaves it as it was, and scores the run's own
-    # final weights: the same figure as those weights restored here and sampled directly
+
+def test_sft_job_killed_with_sigkill_resumes_to_the_same_result(sft_run):
+    workdir, whole, out, whole_out = sft_run
+    assert records(workdir) == records(whole)
+    assert json.loads(out.splitlines()[-1]) == json.loads(whole_out.splitlines()[-1])
+    assert_same_tree(final_state(workdir), final_state(whole))
+    losses = read_scalars(workdir / "tensorboard" / "metrics")["loss"]  # the resumed events too
+    assert [s for s, _ in losses][-1] == STEPS
+    assert dict(losses)[STEPS] == pytest.approx(records(workdir)[-1]["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("step", [None, 600])
+def test_evaluate_scores_the_runs_own_weights(sft_run, step):
+    """`evaluate` reads the run's config.gin, leaves it as it was, and scores the checkpoint
+    asked for (--step, default the latest): the figure of those weights restored here and
+    sampled directly, clearly above what fresh weights score."""
+    workdir = sft_run[0]
     config = (workdir / "config.gin").read_text()
+    flags = [] if step is None else [f"--step={step}"]
     ev = run_job(job_command("jaxrl_reason.evaluate", workdir, "evaluate.difficulties = (1, 2)",
-                             "evaluate.per_difficulty = 32", gin_file=None))  # 128 > max_len
+                             "evaluate.per_difficulty = 32", gin_file=None) + flags)
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert (workdir / "config.gin").read_text() == config
     got = json.loads(ev.stdout.splitlines()[-1])
-    task = AdditionTask(max_digits=2, scratchpad="none", reverse=True)
-    problems = [p for d in (1, 2) for p in task.problems_of_length(d, 32, 12345, "test")]
-    cfg = dataclasses.replace(CFG, max_len=64)
-    sampler = Sampler(cfg, [TOK.eos_id], banned_ids=(TOK.pad_id, TOK.bos_id))
-    want = evaluation.accuracy_by_difficulty(evaluation.rollouts(
-        sampler, final_state(workdir)["params"], task, TOK, problems,
-        SamplingConfig(max_new_tokens=8, temperature=0.0)))
+    problems = [p for d in (1, 2) for p in TASK.problems_of_length(d, 32, 12345, "test")]
+    want = evaluation.accuracy_by_difficulty(
+        rollouts(final_state(workdir, step or STEPS)["params"], problems))
     assert want["acc"] > 0.1  # trained: fresh weights would score 0
-    assert {k: got[k] for k in want} == want and got["step"] == STEPS
+    assert {k: got[k] for k in want} == want and got["step"] == (step or STEPS)
+
+
+def test_sample_prints_the_runs_completions_with_verdicts(sft_run):
+    workdir = sft_run[0]
+    out = run_job(job_command("jaxrl_reason.sample", workdir, "sample.num_problems = 6",
+                              "sample.max_new_tokens = 8", gin_file=None))
+    assert out.returncode == 0, out.stderr[-3000:]
+    problems = list(itertools.islice(TASK.problems("test", 0), 6))
+    want = rollouts(final_state(workdir)["params"], problems)
+    blocks = out.stdout.split("--- ")[1:]
+    assert len(blocks) == 6
+    for block, r in zip(blocks, want, strict=True):
+        head, completion = block.split("\n", 1)
+        verdict = "CORRECT" if r.check.correct else f"WRONG (gold {r.problem.answer})"
+        assert head.startswith(f"{r.prompt!r} -> {verdict}")
+        assert completion.strip() == r.completion.strip()
+    prompt = want[0].prompt
+    out = run_job(job_command("jaxrl_reason.sample", workdir, "sample.max_new_tokens = 8",
+                              gin_file=None) + [f"--prompt={prompt.strip()}\\n"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n", 1)[1].strip() == want[0].completion.strip()

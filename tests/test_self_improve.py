@@ -365,3 +365,29 @@ def test_a_round_trains_on_its_own_kept_labels(tmp_path, monkeypatch):
 
     assert share("round 0 model 0") == 0
     assert 0.25 < share("round 1 model 0") < 0.75  # newest_prob = 0.5
+
+
+def test_evaluate_and_sample_pick_the_model_asked_for(tmp_path, monkeypatch):
+    """On a run of two models, `evaluate.model` scores the weights of that model's last
+    checkpoint (the sampler is loaded with exactly them), and the two models differ."""
+    _run(tmp_path, rounds=0, num_models=2, samples_per_model=1, vote_threshold=1)
+    loaded = []
+    real_build = common.build
+
+    def build():
+        s = real_build()
+        real_load = s.sampler.load
+        s.sampler.load = lambda params: (loaded.append(jax.device_get(params)),
+                                         real_load(params))[1]
+        return s
+
+    monkeypatch.setattr(common, "build", build)
+    task = AdditionTask(1, 2, scratchpad="none", reverse=True)
+    finals = [_final_params(tmp_path, m)[1] for m in (0, 1)]
+    for m in (0, 1):
+        evaluate.evaluate(str(tmp_path), task=task, difficulties=(1,), per_difficulty=2,
+                          max_new_tokens=4, model=m)
+        for x, y in zip(jax.tree.leaves(loaded[-1]), jax.tree.leaves(finals[m]), strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert not all(np.array_equal(x, y) for x, y in zip(
+        jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1]), strict=True))

@@ -116,8 +116,9 @@ def _final_params(workdir):
     return step, out
 
 
-def _run(workdir, **overrides):
-    gin.clear_config()
+def _run(workdir, keep_gin=False, **overrides):
+    if not keep_gin:
+        gin.clear_config()
     gin.parse_config(TINY)
     kwargs = dict(
         task=AdditionTask(1, 2),
@@ -266,3 +267,28 @@ def test_real_sampler_collects_with_the_latest_weights_and_stores_its_own_ids(tm
     want = [r.completion_ids for r in again if r.finished]
     assert 0 < len(want) < len(again)  # a real mix: some rows ran out of tokens
     assert [e.completion for e in examples] == want
+
+
+def test_direct_baseline_trains_on_answers_alone_for_the_same_budget(tmp_path, monkeypatch):
+    """star.mode = "direct": the paper's no-rationale baseline, fine-tuned on (question, gold
+    answer) for the base steps plus every iteration's steps, then evaluated."""
+    gin.parse_config("""
+direct_baseline.task = @direct/AdditionTask()
+direct/AdditionTask.max_digits = 2
+direct/AdditionTask.scratchpad = "none"
+""")
+    seen = []
+    real_fit = star.fit
+
+    def spy(trainer, state, data, num_steps, **kw):
+        seen.append((num_steps, data._lengths.max(), data.examples[:4]))
+        return real_fit(trainer, state, data, num_steps, **kw)
+
+    monkeypatch.setattr(star, "fit", spy)
+    history = _run(tmp_path, mode="direct", keep_gin=True)
+    (steps, longest, examples), = seen
+    assert steps == 4 + 3 + 4  # base + iterations 1 and 2 of the schedule
+    tok = CharTokenizer()
+    assert all(tok.decode(e.completion).startswith("A:") for e in examples)  # no rationale
+    assert longest <= 14  # "BOS12+34\n" + "A:46\n EOS"; one scratch line would add 9
+    assert len(history) == 1 and history[0]["steps"] == steps and "acc/2" in history[0]

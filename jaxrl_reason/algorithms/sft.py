@@ -52,7 +52,7 @@ def sft(
         return evaluation.accuracy_by_difficulty(results)
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    state = s.trainer.init(seed)
+    state = s.init(seed)
     restored = ckpt.restore(s.trainer.abstract_state)
     if restored is not None:
         state, extra = restored

@@ -133,7 +133,7 @@ def direct_baseline(
     examples = [encode_example(s.tok, task.prompt(p), task.target(p)) for p in pool]
     data = ExampleStream(examples, batch_size, max_len, s.tok.pad_id, seed)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    state = s.trainer.init(seed)
+    state = s.init(seed)
     if (restored := ckpt.restore(s.trainer.abstract_state)) is not None:
         state = restored[0]
         data.set_state(restored[1]["data"])
@@ -213,7 +213,7 @@ def star(
         )
 
     # ---- base model: SFT on the seed rationales (short problems only) ---------------------
-    state = s.trainer.init(seed)
+    state = s.init(seed)
     restored = ckpt.restore(s.trainer.abstract_state)
     extra = restored[1] if restored else {"iteration": 0, "data": {"index": 0}}
     if restored:

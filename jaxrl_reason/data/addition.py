@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import gin
 
-from jaxrl_reason.data.tasks import Check, Problem
+from jaxrl_reason.data.tasks import Check, Problem, problem_stream, problems_of_length
 from jaxrl_reason.rewards.answers import parse_answer_line
 from jaxrl_reason.rewards.steps import addition_columns, addition_scratchpad, scratch_steps
 
@@ -98,20 +98,14 @@ class AdditionTask:
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
         """Endless for "train", `test_size` problems for "test"; deterministic in (seed, split)."""
-        if split not in ("train", "test"):
-            raise ValueError(f"AdditionTask split must be 'train' or 'test', got {split!r}")
-        rng = random.Random(f"addition-{seed}-{split}")
-        count = 0
-        while split == "train" or count < self.test_size:
-            yield self._sample(rng, rng.randint(self.min_digits, self.max_digits), split)
-            count += 1
+        return problem_stream(self._sample, "addition", (self.min_digits, self.max_digits), split,
+                              seed, self.test_size)
 
     def problems_of_length(
         self, n: int, count: int, seed: int, split: str = "test"
     ) -> list[Problem]:
         """`count` problems with n-digit operands, for accuracy per digit length."""
-        rng = random.Random(f"addition-{seed}-{split}-len{n}")
-        return [self._sample(rng, n, split) for _ in range(count)]
+        return problems_of_length(self._sample, "addition", n, count, seed, split)
 
     def _write(self, number: str) -> str:
         return number[::-1] if self.reverse else number

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import gin
 
-from jaxrl_reason.data.tasks import Check, Problem
+from jaxrl_reason.data.tasks import Check, Problem, problem_stream, problems_of_length
 from jaxrl_reason.errors import require, typed
 from jaxrl_reason.rewards.answers import extract_answer, numbers_equal
 
@@ -117,19 +117,13 @@ class ChainTask:
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
         """Endless for "train", `test_size` problems for "test"; deterministic in (seed, split)."""
-        if split not in ("train", "test"):
-            raise ValueError(f"ChainTask split must be 'train' or 'test', got {split!r}")
-        rng = random.Random(f"chain-{seed}-{split}")
-        count = 0
-        while split == "train" or count < self.test_size:
-            yield self._sample(rng, rng.randint(self.min_steps, self.max_steps), split)
-            count += 1
+        return problem_stream(self._sample, "chain", (self.min_steps, self.max_steps), split, seed,
+                              self.test_size)
 
     def problems_of_length(self, n: int, count: int, seed: int, split: str = "test"
                            ) -> list[Problem]:
         """`count` problems of exactly n steps."""
-        rng = random.Random(f"chain-{seed}-{split}-len{n}")
-        return [self._sample(rng, n, split) for _ in range(count)]
+        return problems_of_length(self._sample, "chain", n, count, seed, split)
 
     # ---- text -------------------------------------------------------------------------------
     def prompt(self, problem: Problem, hint: str | None = None) -> str:

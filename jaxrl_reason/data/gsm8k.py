@@ -154,6 +154,18 @@ class Gsm8kTask:
         train = split.partition("[")[0] == "train"
         yield from input_pipeline(source, seed=seed, train=train, map_fn=record_to_problem)
 
+    def problems_of_length(self, difficulty: int, n: int, seed: int, split: str = "test"
+                           ) -> list[Problem]:
+        """Up to n problems of `split` whose gold rationale has `difficulty` lines, in file
+        order: the per-difficulty evaluation sets of STaR and `evaluate`."""
+        found = []
+        for p in self.problems(split, seed):
+            if p.difficulty == difficulty:
+                found.append(p)
+                if len(found) == n:
+                    break
+        return found
+
     def prompt(self, problem: Problem, hint: str | None = None) -> str:
         question = problem.question
         if hint is not None:

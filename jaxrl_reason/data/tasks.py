@@ -8,7 +8,8 @@ a calculator, the sandboxed executor).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import random
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 
@@ -56,3 +57,27 @@ class Task(Protocol):
     def check(self, problem: Problem, completion: str) -> Check:
         """Parses and checks a completion; `steps` where the task has step labels."""
         ...
+
+
+Sampler = Callable[[random.Random, int, str], Problem]  # (rng, difficulty, split) -> a problem
+
+
+def problem_stream(sample: Sampler, name: str, difficulties: tuple[int, int], split: str,
+                   seed: int, test_size: int) -> Iterator[Problem]:
+    """A generated task's `problems`: endless for "train", `test_size` problems for "test",
+    each of a difficulty drawn uniformly from the inclusive range; deterministic in
+    (name, seed, split)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"{name} split must be 'train' or 'test', got {split!r}")
+    rng = random.Random(f"{name}-{seed}-{split}")
+    count = 0
+    while split == "train" or count < test_size:
+        yield sample(rng, rng.randint(*difficulties), split)
+        count += 1
+
+
+def problems_of_length(sample: Sampler, name: str, n: int, count: int, seed: int,
+                       split: str) -> list[Problem]:
+    """A generated task's `problems_of_length`: `count` problems of difficulty n."""
+    rng = random.Random(f"{name}-{seed}-{split}-len{n}")
+    return [sample(rng, n, split) for _ in range(count)]

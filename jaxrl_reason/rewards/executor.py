@@ -2,7 +2,9 @@
 
 Untrusted code (model-written programs, calculator expressions) runs in a fresh child forked
 from a pre-started, pre-imported worker (see `_sandbox.py` for the confinement and
-docs/sandbox.md for what is and is not guaranteed). A crash, hang or attack in one run never
+docs/sandbox.md for what is and is not guaranteed). The worker is a zygote that never sees a
+run's data: this side writes the program into the child's pipe and reads the child's output
+itself, enforcing the output cap and the wall clock. A crash, hang or attack in one run never
 takes down the pool or the caller: a worker that dies or stops answering is replaced.
 """
 
@@ -14,6 +16,8 @@ import os
 import queue
 import select
 import shutil
+import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -26,12 +30,23 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from jaxrl_reason.rewards._sandbox import (
+    EXIT_BLOCKED,
+    EXIT_MEMORY,
+    EXIT_SETUP,
+    LAYERS,
+    REQUEST_HEADER,
+    STATUS,
+)
+
 _WORKER = str(Path(__file__).with_name("_sandbox.py"))
 # The only environment a worker (and so a program) sees: nothing of the caller's leaks in.
 # PYTHONHASHSEED=0 makes str hashes, and so set/dict-of-set output, equal across workers.
+# LD_BIND_NOW: symbols resolved once in the worker, not again (and copied pages) in each child.
 _WORKER_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-               "PYTHONUTF8": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+               "PYTHONUTF8": "1", "PYTHONDONTWRITEBYTECODE": "1", "LD_BIND_NOW": "1"}
 _REPLY_GRACE_S = 10.0  # how long past a run's timeout a silent worker is given before replacement
+_RUSAGE_TIMES = struct.Struct("<qqqq")  # ru_utime, ru_stime as (seconds, microseconds)
 STATUSES = ("ok", "error", "timeout", "memory", "killed", "blocked")
 
 
@@ -63,10 +78,13 @@ def confinement_gaps(protections: dict[str, object]) -> list[str]:
     gaps = []
     if not (p.get("pivot_root") or p.get("landlock_abi")):
         gaps.append("programs can read and write every file the caller's user can")
-    if not (p.get("net_namespace") or p.get("seccomp") or p.get("landlock_abi", 0) >= 4):
+    if not (p.get("net_namespace") or p.get("seccomp")):  # Landlock stops TCP, not UDP
         gaps.append("programs can open network connections")
     if not (p.get("pid_namespace") or p.get("seccomp") or p.get("uid_drop")):
         gaps.append("programs can signal the caller's other processes")
+    if not p.get("scratch_tmpfs"):
+        gaps.append("the working directory is on the caller's disk: its total size and file "
+                    "count are bounded only by the time limit")
     return gaps
 
 
@@ -75,52 +93,233 @@ class _WorkerDied(Exception):
 
 
 class _Worker:
-    """One worker process and its length-prefixed JSON pipe."""
+    """One worker process, its control socket, and the pipes of the child waiting for the
+    next run."""
 
     def __init__(self, cfg: dict):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-s", _WORKER, json.dumps(cfg)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_WORKER_ENV, cwd="/",
-            close_fds=True, start_new_session=True)
-        self.scratch = cfg["scratch"]
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self.protections = self._recv(time.monotonic() + 60)["protections"]
-        except _WorkerDied:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-S", "-s", _WORKER, json.dumps({**cfg, "fd": theirs.fileno()})],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=_WORKER_ENV, cwd="/",
+                pass_fds=(theirs.fileno(),), start_new_session=True)
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.scratch = cfg["scratch"]
+        self._child: tuple[int, list[int]] | None = None  # (run number, its pipe ends)
+        try:
+            hello = json.loads(self._recv(time.monotonic() + 60)[0])
+        except (_WorkerDied, ValueError):
             self.close()
             raise RuntimeError("an executor worker failed to start (see stderr)") from None
+        self.protections = hello["protections"]
+        self._caller_cleans = hello["caller_cleans"]
 
-    def call(self, request: dict, deadline: float) -> dict:
-        data = json.dumps(request).encode()
+    def run(self, request: bytes, timeout: float, cap: int) -> dict:
+        """Hands `request` to the waiting child and supervises it: output cap, wall clock."""
+        start = time.monotonic()
+        seq, fds = self._take_child(start + _REPLY_GRACE_S)
         try:
-            os.write(self.proc.stdin.fileno(), struct.pack("<I", len(data)) + data)
+            reason, status, out, err = self._supervise(seq, fds, request, start + timeout, cap)
+        finally:
+            for fd in fds:
+                _close(fd)
+        if self._caller_cleans:
+            try:
+                _empty_directory(self._caller_cleans)
+            except OSError as e:  # the next run must not see what this one left
+                raise _WorkerDied from e
+        wait_status, rusage = status
+        utime_s, utime_us, stime_s, stime_us = _RUSAGE_TIMES.unpack_from(rusage)
+        cpu = utime_s + stime_s + (utime_us + stime_us) / 1e6
+        return dict(status=_classify(reason, wait_status, cpu, int(timeout) + 1),
+                    returncode=os.waitstatus_to_exitcode(wait_status),
+                    stdout=out.decode("utf-8", "replace"),
+                    stderr=_setup_note(wait_status) + err.decode("utf-8", "replace"),
+                    truncated=reason == "output", seconds=time.monotonic() - start)
+
+    def _supervise(self, seq: int, fds: list[int | None], request: bytes, deadline: float,
+                   cap: int) -> tuple[str | None, tuple[int, bytes], bytearray, bytearray]:
+        """Writes the request while reading the outputs until the worker reports the exit;
+        asks for a kill at the deadline or past the cap. (reason, status, stdout, stderr)."""
+        req_w, out_r, err_r = fds
+        kill_deadline = deadline + _REPLY_GRACE_S
+        bufs = {out_r: bytearray(), err_r: bytearray()}
+        poller = select.poll()
+        for fd in (out_r, err_r, self.sock.fileno()):
+            poller.register(fd, select.POLLIN)
+        os.set_blocking(req_w, False)
+        pending = _write_some(req_w, memoryview(request))
+        if pending:
+            poller.register(req_w, select.POLLOUT)
+        else:  # EOF after the stdin
+            fds[0] = _close(req_w)
+        reason, status = None, None
+        while status is None:
+            now = time.monotonic()
+            if reason is None and now >= deadline:
+                reason = "timeout"
+                self._kill(seq)
+            if now >= kill_deadline:
+                raise _WorkerDied
+            wait = (deadline if reason is None else kill_deadline) - now
+            for fd, _ in poller.poll(max(wait, 0.0) * 1000):
+                if fd == fds[0]:
+                    pending = _write_some(fd, pending)
+                    if not pending:
+                        poller.unregister(fd)
+                        fds[0] = _close(fd)
+                elif fd in bufs:
+                    if _read_into(fd, bufs[fd], cap, poller) is False and reason is None:
+                        reason = "output"
+                        self._kill(seq)
+                else:
+                    status = self._status(seq, kill_deadline)
+        for fd in (out_r, err_r):  # what is left in the pipes, without waiting for more
+            os.set_blocking(fd, False)
+            more = reason != "output"
+            while more:
+                more = _read_into(fd, bufs[fd], cap, None)
+                if more is False:
+                    reason = "output"
+        return reason, status, bufs[out_r], bufs[err_r]
+
+    def _take_child(self, deadline: float) -> tuple[int, list[int]]:
+        """The run number and pipe ends (request, stdout, stderr) of the child waiting."""
+        if self._child is None:
+            msg, fds = self._recv(deadline)
+            if msg[:1] != b"R" or len(fds) != 3:
+                for fd in fds:
+                    os.close(fd)
+                raise _WorkerDied
+            self._child = struct.unpack_from("<Q", msg, 1)[0], fds
+        child, self._child = self._child, None
+        return child
+
+    def _status(self, seq: int, deadline: float) -> tuple[int, bytes]:
+        """(wait status, the child's struct rusage) of run `seq`: the next message."""
+        msg, fds = self._recv(deadline)
+        for fd in fds:
+            os.close(fd)
+        if fds or len(msg) < STATUS.size + 4 or STATUS.unpack_from(msg) != (b"S", seq):
+            raise _WorkerDied
+        return struct.unpack_from("<i", msg, STATUS.size)[0], msg[STATUS.size + 4:]
+
+    def _recv(self, deadline: float) -> tuple[bytes, list[int]]:
+        """The worker's next message; usually already there, so select only when it is not."""
+        try:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 3, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                wait = max(0.0, deadline - time.monotonic())
+                if not select.select([self.sock], [], [], wait)[0]:
+                    raise _WorkerDied from None
+                msg, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 3)
         except OSError as e:
             raise _WorkerDied from e
-        return self._recv(deadline)
+        if not msg:
+            raise _WorkerDied
+        return msg, fds
 
-    def _recv(self, deadline: float) -> dict:
-        head = self._read(4, deadline)
-        return json.loads(self._read(struct.unpack("<I", head)[0], deadline))
-
-    def _read(self, n: int, deadline: float) -> bytes:
-        fd, data = self.proc.stdout.fileno(), b""
-        while len(data) < n:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            chunk = os.read(fd, n - len(data)) if ready else b""
-            if not chunk:
-                raise _WorkerDied
-            data += chunk
-        return data
+    def _kill(self, seq: int) -> None:
+        try:
+            self.sock.send(b"K" + struct.pack("<Q", seq))
+        except OSError as e:
+            raise _WorkerDied from e
 
     def close(self) -> None:
-        """EOF ends the worker's loop; a worker that does not leave in time is killed."""
+        """Hanging up ends the worker's loop; a worker that does not leave in time is killed."""
+        self.sock.close()
+        if self._child is not None:
+            for fd in self._child[1]:
+                os.close(fd)
+            self._child = None
         try:
-            self.proc.stdin.close()
             self.proc.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.proc.stdout.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _write_some(fd: int, data: memoryview) -> memoryview:
+    """Writes what the pipe takes now; closes nothing. A child that died unread ends it."""
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except BlockingIOError:
+        pass
+    except BrokenPipeError:
+        return data[:0]
+    return data
+
+
+def _read_into(fd: int, buf: bytearray, cap: int, poller) -> bool | None:
+    """Reads one chunk. False: the cap was exceeded. None: EOF or nothing left to read."""
+    try:
+        chunk = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return None
+    if not chunk:
+        if poller is not None:
+            poller.unregister(fd)
+        return None
+    buf += chunk
+    if len(buf) > cap:
+        del buf[cap:]
+        if poller is not None:
+            poller.unregister(fd)
+        return False
+    return True
+
+
+def _classify(reason: str | None, status: int, cpu: float, cpu_limit: int) -> str:
+    if reason == "timeout":
+        return "timeout"
+    if reason == "output":
+        return "killed"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGSYS:
+            return "blocked"
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= cpu_limit - 0.05):
+            return "timeout"
+        return "killed"
+    code = os.WEXITSTATUS(status)
+    return {0: "ok", EXIT_MEMORY: "memory", EXIT_BLOCKED: "blocked"}.get(code, "error")
+
+
+def _setup_note(status: int) -> str:
+    """The line that says a run never started because its confinement failed."""
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_SETUP:
+        return "executor: the sandbox could not be applied, the program did not run\n"
+    return ""
+
+
+def _empty_directory(path: str) -> None:
+    """Without a per-run tmpfs: removes what the run left in its working directory."""
+    os.chmod(path, 0o700)
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, onerror=_force_remove)
+        else:
+            os.unlink(entry.path)
+
+
+def _force_remove(func, path, _exc_info) -> None:
+    """rmtree fallback when the program removed its own permissions (only without root)."""
+    os.chmod(os.path.dirname(path), 0o700)
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        shutil.rmtree(path)
+    else:
+        func(path)
 
 
 class Executor:
@@ -130,21 +329,28 @@ class Executor:
     `disk_mb` its private working directory (and the size of any file it writes),
     `max_output_bytes` each of stdout and stderr, `max_threads` the threads it may start.
     `workers` defaults to two per available core. `protections` records which layers the
-    kernel allowed on this machine.
+    kernel allowed on this machine. `disable_layers` (names from `LAYERS`) forces layers off:
+    for tests that check the remaining layers still hold, never for real use.
     """
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 256,
-                 max_output_bytes: int = 1 << 16, disk_mb: int = 16, max_threads: int = 16):
+                 max_output_bytes: int = 1 << 16, disk_mb: int = 16, max_threads: int = 16,
+                 disable_layers: Sequence[str] = ()):
         if workers is None:  # two per core: one's child runs while the other does its IPC
             workers = 2 * len(os.sched_getaffinity(0))
-        if workers < 1 or timeout_s <= 0 or memory_mb < 64 or max_output_bytes < 1:
+        if (workers < 1 or timeout_s <= 0 or memory_mb < 64 or max_output_bytes < 1
+                or disk_mb < 1 or max_threads < 1):
             raise ValueError("need workers >= 1, timeout_s > 0, memory_mb >= 64, "
-                             "max_output_bytes >= 1")
+                             "max_output_bytes >= 1, disk_mb >= 1, max_threads >= 1")
+        unknown = sorted(set(disable_layers) - set(LAYERS))
+        if unknown:
+            raise ValueError(f"unknown sandbox layers {unknown}: the layers are {list(LAYERS)}")
         self.workers = workers
         self.timeout_s = timeout_s
+        self._cap = max_output_bytes
         self._root = tempfile.mkdtemp(prefix="jaxrl-exec-")
         self._cfg = dict(memory_mb=memory_mb, disk_mb=disk_mb, max_threads=max_threads,
-                         max_output_bytes=max_output_bytes)
+                         disable=sorted(set(disable_layers)))
         self._lock = threading.Lock()
         self._count = 0
         self._closed = False
@@ -181,11 +387,13 @@ class Executor:
         if self._closed:
             raise RuntimeError("Executor is closed")
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        source = code.encode("utf-8", "surrogatepass")
+        request = (REQUEST_HEADER.pack(timeout, len(source)) + source
+                   + stdin.encode("utf-8", "surrogatepass"))
         worker = self._idle.get()
         start = time.monotonic()
         try:
-            reply = worker.call({"code": code, "stdin": stdin, "timeout_s": timeout},
-                                start + timeout + _REPLY_GRACE_S)
+            reply = worker.run(request, timeout, self._cap)
         except _WorkerDied:
             self._retire(worker)
             worker = self._spawn()

@@ -7,14 +7,29 @@ an uninterrupted run's. Only process 0 writes; every process returns the same re
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
 import jax
 import numpy as np
-from tensorboardX import SummaryWriter
 
 from jaxrl_reason import files
+
+
+def _summary_writer(logdir: str):
+    """tensorboardX's SummaryWriter. tensorboardX imports torch whenever it is installed (~9 s,
+    only to accept torch tensors we never pass), so torch is hidden while it loads, unless
+    something imported torch already."""
+    hidden = "torch" not in sys.modules
+    if hidden:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError, which it handles
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hidden:
+            del sys.modules["torch"]
+    return SummaryWriter(logdir)
 
 
 def _scalar(v: Any) -> Any:
@@ -46,8 +61,8 @@ class MetricWriter:
         files.write_jsonl(self.path, self.records)
         self._tb = None
         if files.is_writer():
-            self._tb = SummaryWriter(str(files.path(workdir) / "tensorboard" /
-                                         filename.split(".")[0]))
+            self._tb = _summary_writer(str(files.path(workdir) / "tensorboard" /
+                                           filename.split(".")[0]))
 
     def write(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
         rec = {self.key: int(step), **{k: _scalar(v) for k, v in metrics.items()},
