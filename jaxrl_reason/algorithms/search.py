@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxrl_reason import files, rng
 from jaxrl_reason.algorithms import evaluation
-from jaxrl_reason.algorithms.verifier import Policy, Timer, policy, sample_solutions
+from jaxrl_reason.algorithms.verifier import Policy, Timer, policy, progress, sample_solutions
 from jaxrl_reason.data.batching import encode_prompt
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.errors import UserError, require, typed
@@ -123,7 +123,9 @@ class SearchContext:
         correct, tokens = [], []
         select = weighted_vote if self.beam_final == "weighted" else best_of_n
         key = rng.key(self.seed, "beam", kind, verifier, n)
-        for c, start in enumerate(range(0, len(self.problems), per_chunk)):
+        starts = range(0, len(self.problems), per_chunk)
+        bar = progress(len(starts), directory.name)
+        for c, start in enumerate(starts):
             path = directory / f"chunk_{c:04d}.json"
             if not path.exists():
                 self.pol.setup.sampler.load(self.pol.params)
@@ -147,6 +149,8 @@ class SearchContext:
             row = files.read_json(path)
             correct += row["correct"]
             tokens += row["tokens"]
+            bar.update()
+        bar.close()
         return Outcome(np.asarray(correct), np.asarray(tokens, np.float64))
 
 

@@ -30,6 +30,7 @@ from typing import Literal
 
 import gin
 import jax
+from tqdm import tqdm
 
 from jaxrl_reason import files, rng
 from jaxrl_reason.algorithms import common, evaluation, sft
@@ -84,6 +85,12 @@ def policy(workdir: str, policy_workdir: str | None = None, large: bool = False,
     return Policy(setup, params, directory)
 
 
+def progress(total: int, desc: str, unit: str = "chunk", initial: int = 0) -> tqdm:
+    """A progress bar on process 0 (the jobs' stages that are not `fit` loops)."""
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                disable=jax.process_index() != 0, mininterval=1.0)
+
+
 def sample_solutions(
     directory: str,
     pol: Policy,
@@ -99,7 +106,9 @@ def sample_solutions(
     per_chunk = max(1, chunk_rows // cfg.n)
     delimiters = step_delimiters(pol.setup.tok)
     out: list[Solution] = []
-    for c, start in enumerate(range(0, len(problems), per_chunk)):
+    starts = range(0, len(problems), per_chunk)
+    bar = progress(len(starts), files.path(directory).name)
+    for c, start in enumerate(starts):
         path = files.path(directory) / f"chunk_{c:04d}.jsonl"
         if not path.exists():
             part = problems[start : start + per_chunk]
@@ -110,6 +119,8 @@ def sample_solutions(
             files.write_jsonl(path, [s.to_json() for s in from_rollouts(
                 results, index, pol.setup.tok, delimiters)])
         out += [Solution.from_json(r) for r in files.read_jsonl(path)]
+        bar.update()
+    bar.close()
     return out
 
 
@@ -130,10 +141,14 @@ def monte_carlo_labels(
         state = montecarlo.MonteCarloState(**files.read_json(path))
     if not state.done(solutions):
         pol.setup.sampler.load(pol.params)
+    bar = progress(max(len(s.step_ends) for s in solutions), "monte_carlo", "step",
+                   state.next_step)
     while not state.done(solutions):
         montecarlo.label_round(pol.setup.sampler, task, pol.setup.tok, problems, solutions,
                                state, k, cfg, jax.random.fold_in(key, state.next_step))
         files.write_json(path, dataclasses.asdict(state))
+        bar.update()
+    bar.close()
     for s, hard, soft in zip(solutions, state.hard, state.soft, strict=True):
         s.mc_hard, s.mc_soft = tuple(hard), tuple(soft)
     return state.tokens
