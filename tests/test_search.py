@@ -78,6 +78,9 @@ def test_unknown_strategy_and_missing_verifier_are_named():
         strategies.parse_method("bst:prm")
     with pytest.raises(ValueError, match="'best_of_n:<verifier name>'"):
         strategies.STRATEGIES["best_of_n"](PoolContext(POOL), 2, None)
+    for method in ("beam", "lookahead", "weighted:"):  # refused before anything is sampled
+        with pytest.raises(ValueError, match=f"'{method.rstrip(':')}:<verifier name>'"):
+            strategies.parse_method(method)
 
 
 # ---- beam search on a scripted sampler ----------------------------------------------------

@@ -110,12 +110,10 @@ class SearchContext:
         row = files.read_json(path)
         return Outcome(np.asarray(row["correct"]), np.asarray(row["tokens"], np.float64))
 
-    def beam(self, n: int, verifier: str | None, lookahead: int) -> Outcome:
+    def beam(self, n: int, verifier: str, lookahead: int) -> Outcome:
         """Beam (lookahead 0) or lookahead search with n rows per problem, guided by
         `verifier`; the final answer by weighted vote (Snell et al.) or best-of-N over each
         problem's final candidates. Cached chunk by chunk."""
-        if verifier is None:
-            raise ValueError("beam and lookahead search need a verifier: 'beam:<name>'")
         v = self.verifiers[verifier]
         kind = f"lookahead{lookahead}" if lookahead else "beam"
         directory = files.path(self.out) / "beam" / f"{kind}_{verifier}_n{n}"

@@ -27,6 +27,7 @@ from jaxrl_reason.search import selection
 Strategy = Callable[..., "Outcome"]
 STRATEGIES: dict[str, Strategy] = {}
 POOL_STRATEGIES: set[str] = set()  # run on the shared sample pool (any n up to N_max)
+GUIDED: set[str] = set()  # need a verifier: written "name:<verifier>"
 
 
 @dataclasses.dataclass
@@ -52,11 +53,13 @@ class Pool:
         return self.correct.shape[1]
 
 
-def register(name: str, pool: bool = False):
+def register(name: str, pool: bool = False, guided: bool = False):
     def wrap(fn: Strategy) -> Strategy:
         STRATEGIES[name] = fn
         if pool:
             POOL_STRATEGIES.add(name)
+        if guided:
+            GUIDED.add(name)
         return fn
 
     return wrap
@@ -89,22 +92,23 @@ def majority(ctx, n: int, verifier: str | None = None) -> Outcome:
     return pool_outcome(ctx.pool(), n, selection.majority_vote, None)
 
 
-def _scores(ctx, verifier: str | None, strategy: str) -> np.ndarray:
+def _need_verifier(strategy: str, verifier: str | None) -> str:
     if verifier is None:
         raise ValueError(f"strategy {strategy!r} needs a verifier: write it as "
                          f"'{strategy}:<verifier name>'")
-    return ctx.pool().scores[verifier]
+    return verifier
 
 
-@register("best_of_n", pool=True)
+@register("best_of_n", pool=True, guided=True)
 def best_of_n(ctx, n: int, verifier: str | None = None) -> Outcome:
-    return pool_outcome(ctx.pool(), n, selection.best_of_n, _scores(ctx, verifier, "best_of_n"))
+    scores = ctx.pool().scores[_need_verifier("best_of_n", verifier)]
+    return pool_outcome(ctx.pool(), n, selection.best_of_n, scores)
 
 
-@register("weighted", pool=True)
+@register("weighted", pool=True, guided=True)
 def weighted(ctx, n: int, verifier: str | None = None) -> Outcome:
-    return pool_outcome(ctx.pool(), n, selection.weighted_vote,
-                        _scores(ctx, verifier, "weighted"))
+    scores = ctx.pool().scores[_need_verifier("weighted", verifier)]
+    return pool_outcome(ctx.pool(), n, selection.weighted_vote, scores)
 
 
 @register("pass@1_greedy")
@@ -112,20 +116,23 @@ def pass_at_1_greedy(ctx, n: int, verifier: str | None = None) -> Outcome:
     return ctx.greedy()
 
 
-@register("beam")
+@register("beam", guided=True)
 def beam(ctx, n: int, verifier: str | None = None) -> Outcome:
-    return ctx.beam(n, verifier, lookahead=0)
+    return ctx.beam(n, _need_verifier("beam", verifier), lookahead=0)
 
 
-@register("lookahead")
+@register("lookahead", guided=True)
 def lookahead(ctx, n: int, verifier: str | None = None) -> Outcome:
-    return ctx.beam(n, verifier, lookahead=ctx.lookahead)
+    return ctx.beam(n, _need_verifier("lookahead", verifier), lookahead=ctx.lookahead)
 
 
 def parse_method(method: str) -> tuple[str, str | None]:
-    """"best_of_n:prm" -> ("best_of_n", "prm"); "majority" -> ("majority", None)."""
+    """"best_of_n:prm" -> ("best_of_n", "prm"); "majority" -> ("majority", None). A strategy
+    that needs a verifier and names none is refused here, before anything is sampled."""
     name, _, verifier = method.partition(":")
     if name not in STRATEGIES:
         raise ValueError(f"unknown search strategy {name!r} in {method!r}; known: "
                          f"{sorted(STRATEGIES)}")
+    if name in GUIDED:
+        _need_verifier(name, verifier or None)
     return name, verifier or None
