@@ -31,8 +31,10 @@ def test_weighted_vote_sums_scores_per_answer():
     assert weighted_vote([None, "4"], [0.9, 0.1]) == 1
 
 
-def test_best_of_n_takes_the_highest_score():
+def test_best_of_n_takes_the_highest_scored_answered_solution():
     assert best_of_n(["3", "4", "5"], [0.2, 0.7, 0.7]) == 1
+    assert best_of_n(["3", None, "5"], [0.2, 0.9, 0.1]) == 0  # no answer: never picked
+    assert best_of_n([None, None], [0.2, 0.9]) == 1  # unless no solution has one
 
 
 def test_budgets_are_powers_of_two():

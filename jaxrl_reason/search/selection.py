@@ -4,7 +4,7 @@ Each returns the INDEX of a representative solution, so callers read its correct
 text alike. Answers are compared by `answer_key` (numbers by value: "32" and "32.0" are one
 answer); an unparseable answer (None) never wins a vote unless nothing else was answered.
 - majority vote (self-consistency): the most frequent answer;
-- best-of-N: the highest-scored solution (Cobbe et al.; Lightman et al.);
+- best-of-N: the highest-scored answered solution (Cobbe et al.; Lightman et al.);
 - weighted vote: argmax_a sum_i 1(a_i = a) * score_i (Math-Shepherd; Snell et al.'s
   "best-of-N weighted"); the representative is that answer's best-scored solution.
 Ties go to the answer (solution) seen first.
@@ -51,5 +51,9 @@ def weighted_vote(answers: Sequence[str | None], scores: Sequence[float]) -> int
 
 
 def best_of_n(answers: Sequence[str | None], scores: Sequence[float]) -> int:
-    """The highest-scored solution (the first of equals)."""
-    return int(np.argmax(np.asarray(scores, np.float64)))
+    """The highest-scored solution with an answer (the first of equals); the highest-scored
+    of all when none has one. A solution without an answer cannot be right, whatever its
+    score."""
+    scores = np.asarray(scores, np.float64)
+    answered = np.array([a is not None for a in answers])
+    return int(np.argmax(np.where(answered, scores, -np.inf) if answered.any() else scores))
