@@ -217,6 +217,7 @@ def search(
                                 "best_of_n:prm", "best_of_n:prm_mc", "weighted:orm",
                                 "weighted:prm", "beam:prm", "lookahead:prm"),
     beam_budgets: tuple[int, ...] = (4, 16, 64),
+    lookahead_budgets: tuple[int, ...] | None = None,
     beam_width: int = 4,
     lookahead: int = 1,
     step_tokens: int = 24,
@@ -230,7 +231,8 @@ def search(
     out: str = "search",
 ) -> dict:
     """Runs every method at every budget (pool methods at 1, 2, 4, ... max_n; beam and
-    lookahead at `beam_budgets`) on `num_problems` held-out problems."""
+    lookahead at `beam_budgets`, or lookahead at `lookahead_budgets` when given: it costs
+    about k + 1 times beam's tokens) on `num_problems` held-out problems."""
     require(max_n >= 1, "search.max_n", max_n, "must be >= 1")
     require(num_problems >= 1, "search.num_problems", num_problems, "must be >= 1")
     require(beam_width >= 1, "search.beam_width", beam_width, "must be >= 1")
@@ -257,8 +259,8 @@ def search(
         ctx.pool()
     results: dict[str, dict[int, dict]] = {}
     for method, (name, verifier) in zip(methods, parsed, strict=True):
-        todo = ns if name in POOL_STRATEGIES else beam_budgets if name in (
-            "beam", "lookahead") else [1]
+        todo = (ns if name in POOL_STRATEGIES else beam_budgets if name == "beam" else
+                lookahead_budgets or beam_budgets if name == "lookahead" else [1])
         for n in todo:
             with timer.stage(method if name in POOL_STRATEGIES else f"{method}@{n}"):
                 got = STRATEGIES[name](ctx, n, verifier)
