@@ -1,6 +1,8 @@
 """Shared pieces of the benchmarks: named model sizes, flags, hardware peaks and timing.
 
 jax is imported only inside functions: `--devices` must set XLA_FLAGS before jax starts.
+Importing this module puts its checkout's root first on sys.path, so a script measures the
+package beside it, not whichever checkout the virtualenv's editable install points at.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 _LLAMA = dict(vocab_size=32_000, max_len=2048)
 
@@ -90,13 +96,41 @@ def model_config(size: str, **overrides: Any):
     return ModelConfig(**{**SIZES[size], **overrides})
 
 
-def time_calls(fn: Callable[[], Any], n: int) -> list[float]:
-    """Wall time of each of n calls; fn must block until its results are ready."""
+def time_calls(fn: Callable[[], Any], n: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall time of each of n calls; fn must block until its results are ready. With `cpu`,
+    also appends each call's CPU seconds of this process (all threads): on a shared machine wall
+    time includes other jobs' turns on the cores, CPU time only this process's own work."""
     times = []
     for _ in range(n):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        if cpu is not None:
+            cpu.append(time.process_time() - c0)
+    return times
+
+
+def timed_phases(obj: Any, phases: dict[str, str]) -> dict[str, list[float]]:
+    """Replaces obj's (jitted) callables, {attribute: phase}, with wrappers that block on their
+    outputs and append their wall and CPU seconds to the returned {phase: [wall s],
+    phase + "_cpu": [CPU s]} (clear its lists to drop warm-up calls)."""
+    import jax
+
+    times: dict[str, list[float]] = {}
+    for phase in phases.values():
+        times[phase], times[phase + "_cpu"] = [], []
+
+    def timed(fn: Callable[..., Any], phase: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            c0, t0 = time.process_time(), time.perf_counter()
+            out = jax.block_until_ready(fn(*args, **kwargs))
+            times[phase].append(time.perf_counter() - t0)
+            times[phase + "_cpu"].append(time.process_time() - c0)
+            return out
+        return wrapper
+
+    for attribute, phase in phases.items():
+        setattr(obj, attribute, timed(getattr(obj, attribute), phase))
     return times
 
 

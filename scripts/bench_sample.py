@@ -6,12 +6,14 @@
 
 Runs the Sampler the jobs use on random prompts, with no stop token so every row decodes all
 gen_len tokens; `--n` samples per prompt (each distinct prompt is prefilled once and its cache
-broadcast: --batch counts rows, so batch / n distinct prompts). The jitted prefill and extend
-calls are wrapped to time the phases apart (each blocks on its outputs); warm-up calls (the
-first compiles) are not timed. The prompt pass writes all but the last prompt token; the decode
-loop then makes gen_len model calls, each writing one token and drawing the next, so decode
-tokens/s = batch * gen_len / decode time. Each decode step must read every parameter and the
-whole KV cache (attention scores every slot and masks the empty ones), so
+broadcast: --batch counts rows, so batch / n distinct prompts). The jitted prefill, select (the
+broadcast of cache rows, n > 1 only) and extend calls are wrapped to time the phases apart (each
+blocks on its outputs), and each whole `generate` call is timed too (host work included), in
+wall and in CPU seconds of this process (a shared machine inflates wall time, not CPU time);
+warm-up calls (the first compiles) are not timed. The prompt pass writes all but the last
+prompt token; the decode loop then makes gen_len model calls, each writing one token and
+drawing the next, so decode tokens/s = batch * gen_len / decode time. Each decode step must
+read every parameter and the whole KV cache (attention scores every slot, masking empty ones), so
   bandwidth fraction = (param bytes + KV-cache bytes) / step time / peak bandwidth.
 The sampler holds its weights in the compute dtype (`Sampler.load`), as the jobs do.
 """
@@ -19,7 +21,6 @@ The sampler holds its weights in the compute dtype (`Sampler.load`), as the jobs
 from __future__ import annotations
 
 import argparse
-import time
 
 import _bench_common as common
 
@@ -52,28 +53,22 @@ def main() -> None:
         params = jax.jit(make, out_shardings=sampler.params_shardings)()
     load_s = min(sampler.load(params) for _ in range(3))
     distinct = args.batch // args.n
-    prompts = np.random.default_rng(0).integers(1, cfg.vocab_size, (distinct, args.prompt_len))
+    prompts = np.random.default_rng(0).integers(
+        1, cfg.vocab_size, (distinct, args.prompt_len)).tolist()  # generate takes id lists
     sampling = SamplingConfig(max_new_tokens=args.gen_len, temperature=args.temperature,
                               n=args.n)
 
-    phases: dict[str, list[float]] = {"prefill": [], "decode": []}
-
-    def timed(name, fn):
-        def wrapper(*a, **kw):
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(fn(*a, **kw))
-            phases[name].append(time.perf_counter() - t0)
-            return out
-        return wrapper
-
-    sampler._prefill = timed("prefill", sampler._prefill)
-    sampler._extend = timed("decode", sampler._extend)
+    phases = common.timed_phases(
+        sampler, {"_prefill": "prefill", "_select": "select", "_extend": "decode"})
     generate = lambda: sampler.generate(prompts, sampling)
     common.time_calls(generate, args.warmup)
     for times in phases.values():
         times.clear()
-    common.time_calls(generate, args.steps)
+    whole_cpu: list[float] = []
+    whole = common.summarize(common.time_calls(generate, args.steps, whole_cpu))
     prefill, decode = common.summarize(phases["prefill"]), common.summarize(phases["decode"])
+    decode_cpu = common.summarize(phases["decode_cpu"])
+    select = common.summarize(phases["select"]) if phases["select"] else None
 
     # The sampler pads the batch and prompt to its buckets; those rows and slots are read too.
     b = sampler.batch_size(args.batch)
@@ -89,10 +84,15 @@ def main() -> None:
         "prompt_len": args.prompt_len, "gen_len": args.gen_len, "n": args.n, "dtype": hw.dtype,
         "platform": hw.platform, "device_kind": hw.device_kind, "devices": hw.n_devices,
         "mesh": dict(mesh.shape), "steps": args.steps,
-        "prefill": prefill, "decode": decode, "decode_step_s": step_s,
+        "prefill": prefill, "select": select, "decode": decode, "generate": whole,
+        "decode_cpu": decode_cpu, "generate_cpu": common.summarize(whole_cpu),
+        "decode_step_s": step_s,
         "prefill_tokens_per_s": distinct * args.prompt_len / prefill["median_s"],
         "load_s": load_s,
-        "decode_tokens_per_s": tokens_per_s, "param_bytes": param_bytes, "kv_bytes": kv_bytes,
+        "decode_tokens_per_s": tokens_per_s,
+        "decode_tokens_per_cpu_s": args.batch * args.gen_len / decode_cpu["median_s"],
+        "generate_tokens_per_s": args.batch * args.gen_len / whole["median_s"],
+        "param_bytes": param_bytes, "kv_bytes": kv_bytes,
         "peak_gbps_per_chip": hw.peak_gbps, "peak_source": hw.peak_source,
         "bandwidth_fraction": fraction,
     }
@@ -101,10 +101,14 @@ def main() -> None:
         f"({distinct} prompts x {args.n} samples), "
         f"prompt {args.prompt_len} + gen {args.gen_len}, {hw.n_devices} {hw.platform} "
         f"device(s), mesh {dict(mesh.shape)}",
-        f"prefill: median {prefill['median_s'] * 1e3:.1f} ms   decode: median "
-        f"{decode['median_s'] * 1e3:.1f} ms ({step_s * 1e3:.2f} ms/step) over {args.steps} calls",
+        f"prefill: median {prefill['median_s'] * 1e3:.1f} ms   "
+        + (f"select: median {select['median_s'] * 1e3:.1f} ms   " if select else "")
+        + f"decode: median {decode['median_s'] * 1e3:.1f} ms ({step_s * 1e3:.2f} ms/step)   "
+        f"whole generate: median {whole['median_s'] * 1e3:.1f} ms, over {args.steps} calls",
         f"decode tokens/s: {tokens_per_s:,.0f}   bandwidth: {fraction:.1%} of {hw.peak_gbps:.4g} "
         f"GB/s x {hw.n_chips} ({hw.peak_source}); {(param_bytes + kv_bytes) / 1e6:.1f} MB/step",
+        f"decode tokens per CPU second (this process, all threads): "
+        f"{summary['decode_tokens_per_cpu_s']:,.0f}",
         f"weights refresh (Sampler.load): {load_s * 1e3:.1f} ms",
     ], summary)
 

@@ -6,8 +6,9 @@
 
 One step = forward, backward and AdamW update on [batch, seq_len] random tokens, through the
 same Trainer the jobs use. Warm-up steps (the first compiles) are not timed; each timed step
-blocks on the new state. Model FLOPs per token = 6 * N + 12 * L * T * H * D: N counts every
-parameter that enters a matmul (a tied embedding once, as the output head; a lookup costs
+blocks on the new state; wall and CPU seconds of this process are recorded (a shared machine
+inflates wall time, not CPU time). Model FLOPs per token = 6 * N + 12 * L * T * H * D: N counts
+every parameter that enters a matmul (a tied embedding once, as the output head; a lookup costs
 nothing), and the attention term counts the full T x T scores and mix, because the model
 computes all of them and masks afterwards (no causal halving). Remat recomputation is not
 counted (MFU, not hardware FLOPs utilization).
@@ -57,7 +58,9 @@ def main() -> None:
         jax.block_until_ready((state, metrics))
 
     common.time_calls(step, args.warmup)
-    stats = common.summarize(common.time_calls(step, args.steps))
+    cpu_times: list[float] = []
+    stats = common.summarize(common.time_calls(step, args.steps, cpu_times))
+    cpu = common.summarize(cpu_times)
 
     tokens = args.batch * args.seq_len
     tokens_per_s = tokens / stats["median_s"]
@@ -68,7 +71,8 @@ def main() -> None:
         "seq_len": args.seq_len, "grad_accum": args.grad_accum, "remat": args.remat,
         "dtype": hw.dtype, "platform": hw.platform, "device_kind": hw.device_kind,
         "devices": hw.n_devices, "mesh": dict(mesh.shape), "steps": args.steps, **stats,
-        "tokens_per_s": tokens_per_s, "tflops_per_s": flops / stats["median_s"] / 1e12,
+        "tokens_per_s": tokens_per_s, "cpu": cpu, "tokens_per_cpu_s": tokens / cpu["median_s"],
+        "tflops_per_s": flops / stats["median_s"] / 1e12,
         "peak_tflops_per_chip": hw.peak_tflops, "peak_source": hw.peak_source, "mfu": mfu,
     }
     common.report([
@@ -78,6 +82,7 @@ def main() -> None:
         f"over {args.steps} steps",
         f"tokens/s: {tokens_per_s:,.0f}   MFU: {mfu:.1%} of {hw.peak_tflops:.3g} TFLOP/s x "
         f"{hw.n_chips} ({hw.peak_source})",
+        f"tokens per CPU second (this process, all threads): {summary['tokens_per_cpu_s']:,.0f}",
     ], summary)
 
 

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from conftest import TINY, forward, init_params
 
-from jaxrl_reason.sampling.distribution import sampling_logprobs, top_k_mask, top_p_mask
+from jaxrl_reason.sampling.distribution import (
+    draw,
+    first_argmax,
+    sampling_logprobs,
+    top_k_mask,
+    top_p_mask,
+)
 from jaxrl_reason.sampling.sampler import Sampler, SamplingConfig
 
 PROMPTS = [[1, 5, 9], [1, 7, 22, 13, 9, 5, 3], [1], [1, 12, 25, 6, 10]]  # ragged
@@ -108,6 +114,23 @@ def test_top_p_is_the_smallest_set_reaching_p():
         np.put_along_axis(want, order, before < top_p, -1)
         np.testing.assert_array_equal(got, want)
         assert top_p < 0.9 or got.sum(-1).min() > 1
+
+
+def test_draw_is_jax_categorical_token_for_token():
+    """The draw's own argmax (a max and a min over indices, faster on CPU) picks what
+    jnp.argmax picks, ties, NaN and -inf rows included, so sampled tokens are
+    jax.random.categorical's for the same key, jitted or not."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=3.0, size=(64, 300)).astype(np.float32)
+    x[0], x[1, 7], x[2, ::3], x[3], x[4, 5:9] = -np.inf, np.nan, np.nan, 1.0, np.inf
+    x[5] = np.round(x[5])  # many ties
+    np.testing.assert_array_equal(jax.jit(first_argmax)(x), jnp.argmax(x, axis=-1))
+    logp = jax.nn.log_softmax(jnp.asarray(x[6:]), axis=-1)
+    for seed in range(8):
+        key = jax.random.key(seed)
+        want = jax.random.categorical(key, logp, axis=-1)
+        np.testing.assert_array_equal(jax.jit(draw, static_argnums=2)(key, logp, False)[0], want)
+        np.testing.assert_array_equal(draw(key, logp, False)[0], want)
 
 
 @pytest.mark.parametrize("cfg", [
