@@ -1,0 +1,272 @@
+"""The verifier job: policy -> sampled solutions -> labels -> ORM and PRMs (ALGORITHMS.md 3-5).
+
+Stages, each resumable after a kill (a finished stage leaves its file; the long ones resume
+mid-way from their checkpoint, chunk or round):
+  1. policy: SFT on the task's gold rationales (`sft.*` bindings) in workdir/policy, unless
+     `policy_workdir` names a trained one; with `large_policy`, also a policy of the
+     "large" gin scope (large/ModelConfig.*: ~4x the parameters, same data and steps) in
+     workdir/policy_large, for the test-time-compute-against-model-size comparison;
+  2. solutions: `samples_per_problem` samples (T = `temperature`) of `num_problems` training
+     problems, labeled by the checker: outcome and exact step labels (solutions/);
+  3. Monte-Carlo step labels (Math-Shepherd) from the policy as completer, when a verifier uses
+     them, and their agreement with the exact labels (label_agreement.json);
+  4. one verifier per name in `verifiers` (verifiers.training.SPECS: orm, prm, prm_mc,
+     prm_mc_soft, prm_active), each in workdir/verifiers/<name>, from the policy's weights or
+     from scratch; prm_active labels only `active_budget` of the solutions, chosen over
+     1 + `active_rounds` rounds by active learning (verifiers.active).
+Held-out evaluation and search: `python -m jaxrl_reason.search --workdir=<same dir>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import gin
+import jax
+from tqdm import tqdm
+
+from jaxrl_reason import files, rng
+from jaxrl_reason.algorithms import common, evaluation, sft
+from jaxrl_reason.data.tasks import Problem, Task
+from jaxrl_reason.errors import UserError, require, typed
+from jaxrl_reason.sampling.sampler import SamplingConfig
+from jaxrl_reason.training.checkpoints import Checkpointer
+from jaxrl_reason.verifiers import labels, montecarlo, training
+from jaxrl_reason.verifiers.scoring import VerifierMeta
+from jaxrl_reason.verifiers.solutions import Solution, from_rollouts, step_delimiters
+
+LARGE = "large"  # gin scope of the larger policy
+
+
+@dataclasses.dataclass
+class Policy:
+    setup: common.Setup
+    params: object
+    directory: str
+
+
+def policy_scope(large: bool):
+    return gin.config_scope(LARGE) if large else contextlib.nullcontext()
+
+
+def policy(workdir: str, policy_workdir: str | None = None, large: bool = False,
+           train: bool = True) -> Policy:
+    """The job's policy (or its large twin): built from the gin config, trained by the sft job
+    in workdir/policy[_large] if it is not yet (or read from `policy_workdir`)."""
+    directory = policy_workdir if policy_workdir and not large else os.path.join(
+        workdir, "policy_large" if large else "policy")
+    with policy_scope(large):
+        setup = common.build()
+        record = files.path(directory) / "model.json"
+        if not record.exists():
+            if policy_workdir and not large:
+                if not (files.path(directory) / "checkpoints").exists():
+                    raise UserError(f"train_verifier.policy_workdir={policy_workdir!r} holds "
+                                    f"no checkpoints/ (train it with python -m jaxrl_reason.sft)")
+            elif train:
+                result = sft.sft(directory)
+                files.write_json(record, {"model": dataclasses.asdict(setup.model_cfg),
+                                          "params": setup.model_cfg.num_params(), **result})
+            else:
+                raise UserError(f"no trained policy in {directory}: run "
+                                f"python -m jaxrl_reason.train_verifier on {workdir} first")
+    ckpt = Checkpointer(files.path(directory) / "checkpoints")
+    try:
+        params, _ = ckpt.restore_params(setup.trainer.abstract_state["params"])
+    finally:
+        ckpt.close()
+    return Policy(setup, params, directory)
+
+
+def progress(total: int, desc: str, unit: str = "chunk", initial: int = 0) -> tqdm:
+    """A progress bar on process 0 (the jobs' stages that are not `fit` loops)."""
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                disable=jax.process_index() != 0, mininterval=1.0)
+
+
+def sample_solutions(
+    directory: str,
+    pol: Policy,
+    task: Task,
+    problems: Sequence[Problem],
+    cfg: SamplingConfig,
+    key: jax.Array,
+    chunk_rows: int = 1024,
+) -> list[Solution]:
+    """cfg.n checked, labeled samples per problem (problem-major), sampled in chunks that are
+    saved as directory/chunk_NNNN.jsonl: a killed run resamples only the chunk it was in.
+    Chunk c draws with fold_in(key, c)."""
+    per_chunk = max(1, chunk_rows // cfg.n)
+    delimiters = step_delimiters(pol.setup.tok)
+    out: list[Solution] = []
+    starts = range(0, len(problems), per_chunk)
+    bar = progress(len(starts), files.path(directory).name)
+    for c, start in enumerate(starts):
+        path = files.path(directory) / f"chunk_{c:04d}.jsonl"
+        if not path.exists():
+            part = problems[start : start + per_chunk]
+            results = evaluation.rollouts(pol.setup.sampler, pol.params, task, pol.setup.tok,
+                                          part, cfg, jax.random.fold_in(key, c),
+                                          chunk=per_chunk * cfg.n)
+            index = [start + i // cfg.n for i in range(len(results))]
+            files.write_jsonl(path, [s.to_json() for s in from_rollouts(
+                results, index, pol.setup.tok, delimiters)])
+        out += [Solution.from_json(r) for r in files.read_jsonl(path)]
+        bar.update()
+    bar.close()
+    return out
+
+
+def monte_carlo_labels(
+    path: str,
+    pol: Policy,
+    task: Task,
+    problems: Sequence[Problem],
+    solutions: list[Solution],
+    k: int,
+    cfg: SamplingConfig,
+    key: jax.Array,
+) -> int:
+    """Fills solutions' mc_hard / mc_soft round by round (state saved after each round to
+    `path`); returns the tokens the completer generated."""
+    state = montecarlo.MonteCarloState.empty(solutions)
+    if files.path(path).exists():
+        state = montecarlo.MonteCarloState(**files.read_json(path))
+    if not state.done(solutions):
+        pol.setup.sampler.load(pol.params)
+    bar = progress(max(len(s.step_ends) for s in solutions), "monte_carlo", "step",
+                   state.next_step)
+    while not state.done(solutions):
+        montecarlo.label_round(pol.setup.sampler, task, pol.setup.tok, problems, solutions,
+                               state, k, cfg, jax.random.fold_in(key, state.next_step))
+        files.write_json(path, dataclasses.asdict(state))
+        bar.update()
+    bar.close()
+    for s, hard, soft in zip(solutions, state.hard, state.soft, strict=True):
+        s.mc_hard, s.mc_soft = tuple(hard), tuple(soft)
+    return state.tokens
+
+
+def train_problems(task: Task, seed: int, count: int) -> list[Problem]:
+    """The verifier's training problems: the train split, from a stream of its own."""
+    return list(itertools.islice(task.problems("train", seed + 1), count))
+
+
+class Timer:
+    """Wall and CPU seconds (this process, all threads) per stage, accumulated over resumes in
+    workdir/timings.json: CPU seconds do not depend on what else the machine runs."""
+
+    def __init__(self, workdir: str):
+        self.path = files.path(workdir) / "timings.json"
+        self.seconds = files.read_json(self.path) if self.path.exists() else {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        wall, cpu = time.time(), time.process_time()
+        yield
+        for key, spent in ((name, time.time() - wall), (f"{name}_cpu", time.process_time() - cpu)):
+            self.seconds[key] = round(self.seconds.get(key, 0.0) + spent, 1)
+        files.write_json(self.path, self.seconds)
+
+
+@gin.configurable(denylist=["workdir"])
+@typed
+def train_verifier(
+    workdir: str,
+    task: Task = gin.REQUIRED,
+    policy_workdir: str | None = None,
+    large_policy: bool = True,
+    num_problems: int = 400,
+    samples_per_problem: int = 16,
+    temperature: float = 0.7,
+    max_new_tokens: int = 96,
+    mc_samples: int = 4,
+    mc_temperature: float = 0.7,
+    verifiers: tuple[str, ...] = ("orm", "prm", "prm_mc"),
+    init: Literal["policy", "scratch"] = "policy",
+    aggregate: Literal["product", "min", "last"] = "product",
+    loss: Literal["verifier_bce", "verifier_mse"] = "verifier_bce",
+    steps: int = 300,
+    active_rounds: int = 2,
+    active_budget: float = 0.5,
+    batch_size: int = 32,
+    max_len: int = 128,
+    seed: int = 0,
+    ckpt_every: int = 100,
+    log_every: int = 50,
+) -> dict:
+    """Runs (or resumes) every stage in `workdir`; returns (and prints) the summary."""
+    for name, value in (("num_problems", num_problems), ("samples_per_problem",
+                        samples_per_problem), ("mc_samples", mc_samples),
+                        ("batch_size", batch_size)):
+        require(value >= 1, f"train_verifier.{name}", value, "must be >= 1")
+    unknown = [v for v in verifiers if v not in training.SPECS]
+    require(not unknown and len(set(verifiers)) == len(verifiers), "train_verifier.verifiers",
+            verifiers, f"must be distinct names from {sorted(training.SPECS)}")
+    timer = Timer(workdir)
+    with timer.stage("policy"):
+        pol = policy(workdir, policy_workdir)
+    if large_policy:
+        with timer.stage("policy_large"):
+            policy(workdir, large=True)
+    problems = train_problems(task, seed, num_problems)
+    with timer.stage("solutions"):
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
+                                  n=samples_per_problem)
+        solutions = sample_solutions(os.path.join(workdir, "solutions"), pol, task, problems,
+                                     sampling, rng.key(seed, "solutions"))
+    summary: dict = {"solutions": len(solutions),
+                     "solution_accuracy": sum(s.correct for s in solutions) / len(solutions)}
+    if any(training.SPECS[v].labels.startswith("mc") for v in verifiers):
+        with timer.stage("monte_carlo"):
+            cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=mc_temperature)
+            summary["mc_tokens"] = monte_carlo_labels(
+                os.path.join(workdir, "mc_labels.json"), pol, task, problems, solutions,
+                mc_samples, cfg, rng.key(seed, "monte_carlo"))
+        if all(s.exact is not None for s in solutions):
+            agreement = labels.label_agreement([s.exact for s in solutions],
+                                               [s.mc_hard for s in solutions],
+                                               [s.mc_soft for s in solutions])
+            files.write_json(os.path.join(workdir, "label_agreement.json"), agreement)
+            summary["label_agreement"] = agreement
+    tok = pol.setup.tok
+    for name in verifiers:
+        spec = training.SPECS[name]
+        directory = os.path.join(workdir, "verifiers", name)
+        with timer.stage(f"verifier_{name}"):
+            cfg = training.verifier_model(pol.setup.model_cfg, init)
+            trainer = training.make_trainer(cfg, pol.setup.trainer.mesh, loss)
+            meta = VerifierMeta(spec.kind, loss, spec.labels, dataclasses.asdict(cfg),
+                                step_delimiters(tok), (tok.eos_id,), tok.pad_id, aggregate)
+            active = dict(rounds=active_rounds, budget=active_budget) if spec.active else {}
+            training.train(directory, trainer, meta, solutions,
+                           _initializer(trainer, pol.directory, init, seed), steps, batch_size,
+                           max_len, seed, ckpt_every=ckpt_every, log_every=log_every, **active)
+    summary["seconds"] = timer.seconds
+    files.write_json(os.path.join(workdir, "summary.json"), summary)
+    print(json.dumps(summary))
+    return summary
+
+
+def _initializer(trainer, policy_dir: str, init: str, seed: int) -> Callable[[], object]:
+    """The verifier's starting params: the policy's, with fresh value-head weights filled in
+    (`restore_params(fill=...)`), or all fresh."""
+
+    def make():
+        fresh = trainer.init_params(seed)
+        if init == "scratch":
+            return fresh
+        ckpt = Checkpointer(files.path(policy_dir) / "checkpoints")
+        try:
+            return ckpt.restore_params(trainer.abstract_state["params"], fill=fresh)[0]
+        finally:
+            ckpt.close()
+
+    return make

@@ -1,0 +1,25 @@
+"""Test-time search job: held-out accuracy of pass@1, majority vote, best-of-N and weighted
+vote by ORM or PRM, PRM beam and lookahead search, against N and against generated tokens
+(jaxrl_reason.algorithms.search; docs/verifiers.md).
+
+    python -m jaxrl_reason.search --workdir=DIR [--gin_file=configs/search_chain.gin]
+        [--gin_param='search.max_n = 256']
+
+DIR is a train_verifier run: its config.gin rebuilds the policy and the task, and the results
+go to DIR/search/ (scaling.json, scaling.png, tokens.png, convincing_wrong.jsonl). Re-running
+resumes from what is cached there.
+"""
+
+from jaxrl_reason import (
+    cli,
+    registry,  # noqa: F401  (registers every configurable with gin)
+)
+from jaxrl_reason.algorithms import search
+
+
+def main() -> None:
+    cli.run(search.search, use_workdir_config=True)
+
+
+if __name__ == "__main__":
+    main()
