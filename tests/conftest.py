@@ -4,8 +4,11 @@ inherit the environment part."""
 
 import functools
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +79,26 @@ def run_job(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess
     """Runs a job from the repo root (configs/ paths are relative to it), no stdin, as CI does."""
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+def kill_when(cmd: list[str], ready: Callable[[], bool], what: str,
+              env: dict | None = None) -> None:
+    """Starts a job and SIGKILLs it the moment `ready()` holds (polled every 2 ms); fails if the
+    job ends first."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, f"the job ended before it was {what}"
+
+
+def checkpoint_saved(ckpts: Path) -> Callable[[], bool]:
+    """True once a checkpoint is complete (orbax names a finished one by its step)."""
+    return lambda: ckpts.is_dir() and any(d.isdigit() for d in os.listdir(ckpts))
 
 
 @pytest.fixture(autouse=True)

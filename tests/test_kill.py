@@ -4,16 +4,14 @@ labeling). Re-running the same command after each kill ends exactly where an uni
 ends: same metrics, same final parameters. The uninterrupted run goes alongside."""
 
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, job_command, run_job
+from conftest import REPO, job_command, kill_when, run_job
 
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.metrics import read_metrics
@@ -41,17 +39,6 @@ def saving(ckpts: Path) -> Callable[[], bool]:
     """True while orbax writes a checkpoint: its temporary directory exists."""
     return lambda: ckpts.is_dir() and any("tmp" in d for d in os.listdir(ckpts))
 
-
-def kill_when(cmd: list[str], ready: Callable[[], bool], what: str) -> None:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        if ready():
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    assert proc.wait(timeout=30) == -signal.SIGKILL, f"the job ended before it was {what}"
 
 
 def records(workdir: Path, name: str = "metrics.jsonl") -> list[dict]:

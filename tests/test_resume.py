@@ -4,15 +4,12 @@ uninterrupted run ends: same metrics.jsonl, same final params, bit for bit."""
 import dataclasses
 import itertools
 import json
-import os
-import signal
 import subprocess
-import time
 
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, job_command, run_job
+from conftest import REPO, checkpoint_saved, job_command, kill_when, run_job
 from helpers.events import read_scalars
 
 from jaxrl_reason import parallel
@@ -150,15 +147,8 @@ def sft_run(tmp_path_factory):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     workdir = tmp_path / "killed"
     cmd = job_command("jaxrl_reason.sft", workdir, *JOB)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ckpts, deadline = workdir / "checkpoints", time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        if ckpts.is_dir() and any(d.isdigit() for d in os.listdir(ckpts)):  # a finished save
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert proc.wait(timeout=30) == -signal.SIGKILL, "the job ended before it could be killed"
+    ckpts = workdir / "checkpoints"
+    kill_when(cmd, checkpoint_saved(ckpts), "killed after its first checkpoint")
     killed_at = latest_step(ckpts)
     assert killed_at is not None and killed_at < STEPS
     # config.gin holds every binding from the start, so a killed run can be sampled/evaluated

@@ -4,13 +4,11 @@ reference and optimizer state)."""
 
 import json
 import os
-import signal
 import subprocess
-import time
 
 import jax
 import numpy as np
-from conftest import REPO, job_command
+from conftest import REPO, checkpoint_saved, job_command, kill_when
 
 from jaxrl_reason import parallel
 from jaxrl_reason.algorithms.rl import TIMING_PREFIXES
@@ -79,15 +77,9 @@ def test_rl_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=one_device_env())
     workdir = tmp_path / "killed"
     cmd = job_command("jaxrl_reason.rl", workdir, *job, gin_file="configs/rl_chain.gin")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=one_device_env())
-    ckpts, deadline = workdir / "checkpoints", time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        if ckpts.is_dir() and any(d.isdigit() for d in os.listdir(ckpts)):  # a finished save
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert proc.wait(timeout=30) == -signal.SIGKILL, "the job ended before it could be killed"
+    ckpts = workdir / "checkpoints"
+    kill_when(cmd, checkpoint_saved(ckpts), "killed after its first checkpoint",
+              env=one_device_env())
     killed = Checkpointer(str(ckpts))
     killed_at = killed.latest_step()
     killed.close()

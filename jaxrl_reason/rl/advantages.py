@@ -23,6 +23,7 @@ import gin
 import numpy as np
 
 from jaxrl_reason.errors import UserError
+from jaxrl_reason.named import Named
 
 
 @dataclasses.dataclass
@@ -70,17 +71,10 @@ class Advantages:
 
 
 Estimator = Callable[[Rewarded], Advantages]
-ESTIMATORS: dict[str, Estimator] = {}
+ESTIMATORS: Named[Estimator] = Named("advantage estimator")
+register = ESTIMATORS.register
 # Estimators that compare completions of one prompt: they need groups of two or more.
 GROUPED = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline", "process"}
-
-
-def register(name: str):
-    def wrap(fn: Estimator) -> Estimator:
-        ESTIMATORS[name] = fn
-        return fn
-
-    return wrap
 
 
 def group_stats(values: np.ndarray, group: np.ndarray, ddof: int = 1
@@ -216,6 +210,4 @@ def gae(x: Rewarded, gamma: float = 1.0, lam: float = 0.95, whiten: bool = True
 
 
 def estimate(name: str, x: Rewarded) -> Advantages:
-    if name not in ESTIMATORS:
-        raise UserError(f"unknown advantage estimator {name!r}: one of {sorted(ESTIMATORS)}")
-    return ESTIMATORS[name](x)
+    return ESTIMATORS.pick(name)(x)

@@ -21,19 +21,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrl_reason.errors import UserError
+from jaxrl_reason.named import Named
 
 # mask [B, T] float -> (weights [B, T], count)
 AggFn = Callable[[jax.Array, float], tuple[jax.Array, jax.Array]]
-MODES: dict[str, AggFn] = {}
-
-
-def register(name: str):
-    def wrap(fn: AggFn) -> AggFn:
-        MODES[name] = fn
-        return fn
-
-    return wrap
+MODES: Named[AggFn] = Named("loss aggregation")
+register = MODES.register
 
 
 def _sequences(mask: jax.Array) -> jax.Array:
@@ -63,6 +56,4 @@ def seq_mean_token_sum_norm(mask: jax.Array, norm_length: float
 
 
 def get(name: str) -> AggFn:
-    if name not in MODES:
-        raise UserError(f"unknown loss aggregation {name!r}: one of {sorted(MODES)}")
-    return MODES[name]
+    return MODES.pick(name)

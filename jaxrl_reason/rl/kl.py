@@ -14,18 +14,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrl_reason.errors import UserError
+from jaxrl_reason.named import Named
 
 KlFn = Callable[[jax.Array, jax.Array], jax.Array]
-ESTIMATORS: dict[str, KlFn] = {}
-
-
-def register(name: str):
-    def wrap(fn: KlFn) -> KlFn:
-        ESTIMATORS[name] = fn
-        return fn
-
-    return wrap
+ESTIMATORS: Named[KlFn] = Named("KL estimator")
+register = ESTIMATORS.register
 
 
 @register("k1")
@@ -49,6 +42,4 @@ def k3(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
 
 
 def get(name: str) -> KlFn:
-    if name not in ESTIMATORS:
-        raise UserError(f"unknown KL estimator {name!r}: one of {sorted(ESTIMATORS)}")
-    return ESTIMATORS[name]
+    return ESTIMATORS.pick(name)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrl_reason.errors import UserError
+from jaxrl_reason.named import Named
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,15 +29,8 @@ class Clip:
 
 
 PolicyLoss = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
-LOSSES: dict[str, PolicyLoss] = {}
-
-
-def register(name: str):
-    def wrap(fn: PolicyLoss) -> PolicyLoss:
-        LOSSES[name] = fn
-        return fn
-
-    return wrap
+LOSSES: Named[PolicyLoss] = Named("policy loss")
+register = LOSSES.register
 
 
 def clipped_objective(log_ratio: jax.Array, adv: jax.Array, clip: Clip
@@ -78,6 +71,4 @@ def gspo_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: jax.Ar
 
 
 def get(name: str) -> PolicyLoss:
-    if name not in LOSSES:
-        raise UserError(f"unknown policy loss {name!r}: one of {sorted(LOSSES)}")
-    return LOSSES[name]
+    return LOSSES.pick(name)

@@ -23,6 +23,7 @@ import numpy as np
 from jaxrl_reason.data.batching import Example
 from jaxrl_reason.data.tasks import Problem
 from jaxrl_reason.errors import UserError, require, typed
+from jaxrl_reason.named import Named
 from jaxrl_reason.rewards import programs as program_checks
 from jaxrl_reason.rl.rollouts import Rollouts
 
@@ -33,15 +34,8 @@ class Reward(Protocol):
     def __call__(self, rollouts: Rollouts) -> Any: ...
 
 
-REWARDS: dict[str, Callable[[], Reward]] = {}
-
-
-def register(name: str):
-    def wrap(cls):
-        REWARDS[name] = cls
-        return cls
-
-    return wrap
+REWARDS: Named[Callable[[], Reward]] = Named("reward")
+register = REWARDS.register
 
 
 @register("outcome")

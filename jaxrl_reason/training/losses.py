@@ -16,6 +16,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxrl_reason.named import Named
 from jaxrl_reason.sampling.distribution import sampling_logprobs
 
 Metrics = dict[str, tuple[jax.Array, jax.Array | None]]
@@ -43,15 +44,8 @@ class Forward:
 
 
 LossFn = Callable[[Forward, dict[str, jax.Array]], LossOut]
-LOSSES: dict[str, LossFn] = {}
-
-
-def register(name: str):
-    def wrap(fn: LossFn) -> LossFn:
-        LOSSES[name] = fn
-        return fn
-
-    return wrap
+LOSSES: Named[LossFn] = Named("loss")
+register = LOSSES.register
 
 
 def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
