@@ -22,7 +22,7 @@ from jaxrl_reason.data.batching import encode_prompt
 from jaxrl_reason.data.tasks import Task
 from jaxrl_reason.errors import UserError, typed
 from jaxrl_reason.sampling.sampler import SamplingConfig
-from jaxrl_reason.training.checkpoints import Checkpointer
+from jaxrl_reason.training.checkpoints import read_params
 
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: latest).")
 
@@ -74,11 +74,7 @@ def restore_params(s: common.Setup, workdir: str, step: int | None = None,
         directory = os.path.join(directory, f"model_{model}")
     elif model != 0:
         raise UserError(f"evaluate.model={model}: {workdir} keeps no checkpoints/model_{model}")
-    ckpt = Checkpointer(directory)
-    try:
-        return ckpt.restore_params(s.trainer.abstract_state["params"], step)
-    finally:
-        ckpt.close()
+    return read_params(directory, s.trainer.abstract_state["params"], step)
 
 
 def _run_task() -> Task:

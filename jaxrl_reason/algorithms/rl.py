@@ -35,7 +35,7 @@ from jaxrl_reason.rl import dynamic, plots, reference, validation
 from jaxrl_reason.rl import rewards as rewards_lib
 from jaxrl_reason.rl.learner import Learner, LearnerConfig
 from jaxrl_reason.rl.rollouts import Rollouts, from_samples
-from jaxrl_reason.training.checkpoints import Checkpointer
+from jaxrl_reason.training.checkpoints import Checkpointer, read_params
 from jaxrl_reason.training.metrics import MetricWriter
 from jaxrl_reason.training.trainer import State
 
@@ -65,12 +65,9 @@ def start_state(s: common.Setup, policy_dir: str | None, policy_step: int | None
         require(s.pretrained is not None, "rl.policy_dir", policy_dir,
                 "must name the SFT workdir to start from (or bind build.pretrained)")
         return s.init(seed)
-    ckpt = Checkpointer(os.path.join(policy_dir, "checkpoints"))
-    try:
-        fill = s.trainer.init_params(seed) if s.model_cfg.value_head else None
-        params, _ = ckpt.restore_params(s.trainer.abstract_state["params"], policy_step, fill)
-    finally:
-        ckpt.close()
+    fill = s.trainer.init_params(seed) if s.model_cfg.value_head else None
+    params, _ = read_params(os.path.join(policy_dir, "checkpoints"),
+                            s.trainer.abstract_state["params"], policy_step, fill)
     return s.trainer.reset_optimizer({"params": params}, params)
 
 

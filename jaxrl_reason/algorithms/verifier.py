@@ -37,7 +37,7 @@ from jaxrl_reason.algorithms import common, evaluation, sft
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.errors import UserError, require, typed
 from jaxrl_reason.sampling.sampler import SamplingConfig
-from jaxrl_reason.training.checkpoints import Checkpointer
+from jaxrl_reason.training.checkpoints import read_params
 from jaxrl_reason.verifiers import labels, montecarlo, training
 from jaxrl_reason.verifiers.scoring import VerifierMeta
 from jaxrl_reason.verifiers.solutions import Solution, from_rollouts, step_delimiters
@@ -77,11 +77,8 @@ def policy(workdir: str, policy_workdir: str | None = None, large: bool = False,
             else:
                 raise UserError(f"no trained policy in {directory}: run "
                                 f"python -m jaxrl_reason.train_verifier on {workdir} first")
-    ckpt = Checkpointer(files.path(directory) / "checkpoints")
-    try:
-        params, _ = ckpt.restore_params(setup.trainer.abstract_state["params"])
-    finally:
-        ckpt.close()
+    params, _ = read_params(files.path(directory) / "checkpoints",
+                            setup.trainer.abstract_state["params"])
     return Policy(setup, params, directory)
 
 
@@ -263,10 +260,7 @@ def _initializer(trainer, policy_dir: str, init: str, seed: int) -> Callable[[],
         fresh = trainer.init_params(seed)
         if init == "scratch":
             return fresh
-        ckpt = Checkpointer(files.path(policy_dir) / "checkpoints")
-        try:
-            return ckpt.restore_params(trainer.abstract_state["params"], fill=fresh)[0]
-        finally:
-            ckpt.close()
+        return read_params(files.path(policy_dir) / "checkpoints",
+                           trainer.abstract_state["params"], fill=fresh)[0]
 
     return make

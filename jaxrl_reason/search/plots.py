@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxrl_reason.algorithms.plots import save  # noqa: E402
+from jaxrl_reason.algorithms.plots import plt, save
 
 _FLAT = ("pass@1_greedy",)  # methods measured at one budget: drawn as horizontal lines
 

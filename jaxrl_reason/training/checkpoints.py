@@ -132,6 +132,16 @@ class Checkpointer:
         self._mgr.close()
 
 
+def read_params(directory: files.PathLike, abstract_params: nnx.State, step: int | None = None,
+                fill: nnx.State | None = None) -> tuple[nnx.State, int]:
+    """`Checkpointer.restore_params` of a finished run's checkpoint directory, opened and closed
+    around the one read (starting RL, a verifier or an evaluation from another run)."""
+    ckpt = Checkpointer(directory)
+    try:
+        return ckpt.restore_params(abstract_params, step, fill)
+    finally:
+        ckpt.close()
+
 def _key_of(path: tuple) -> str:
     """A flat-state path as `_key` names the leaf ('.value' is the Variable's array)."""
     return ".".join(map(str, path)) + ".value"

@@ -26,7 +26,7 @@ from jaxrl_reason.data.batching import Example, make_batch, step_ends
 from jaxrl_reason.errors import UserError
 from jaxrl_reason.models.transformer import ModelConfig, Transformer
 from jaxrl_reason.sampling.sampler import round_up
-from jaxrl_reason.training.checkpoints import Checkpointer
+from jaxrl_reason.training.checkpoints import read_params
 from jaxrl_reason.verifiers.losses import LINKS, probabilities
 
 AGGREGATES = ("product", "min", "last")
@@ -164,9 +164,5 @@ def load_verifier(workdir: str, step: int | None = None, mesh: Mesh | None = Non
     meta = VerifierMeta.read(directory)
     mesh = mesh if mesh is not None else parallel.make_mesh()
     _, abstract = abstract_params(ModelConfig(**meta.model), mesh)
-    ckpt = Checkpointer(files.path(directory) / "checkpoints")
-    try:
-        params, _ = ckpt.restore_params(abstract, step)
-    finally:
-        ckpt.close()
+    params, _ = read_params(files.path(directory) / "checkpoints", abstract, step)
     return Verifier(meta, params, mesh)
