@@ -130,8 +130,13 @@ def test_streams_deterministic_difficulty_uniform_and_disjoint():
     assert all(split_of(a, b) == "test" and split_of(b, a) == "test" for a, b in pairs)
     counts = [sum(p.difficulty == n for p in train_problems) for n in (1, 2, 3)]
     assert min(counts) > 800  # uniform over digit lengths, not over numbers
+    # the validation split is disjoint from both, and as large as the test split
+    valid = list(task.problems("valid", 7))
+    assert len(valid) == 300 and {p.difficulty for p in valid} == {1, 2, 3}
+    assert all(split_of(p.meta["a"], p.meta["b"]) == "valid" for p in valid)
+    assert not {p.question for p in valid} & (set(train) | {p.question for p in test})
     with pytest.raises(ValueError, match="split"):
-        next(task.problems("valid", 0))
+        next(task.problems("dev", 0))
 
 
 def test_problems_of_length():

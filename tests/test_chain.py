@@ -3,10 +3,14 @@ exact step checker (arithmetic and the use of the true previous value)."""
 
 import itertools
 
+import numpy as np
 import pytest
 
+from jaxrl_reason.data.batching import step_ends
 from jaxrl_reason.data.chain import ChainTask, intermediates, step_labels
 from jaxrl_reason.errors import ConfigError
+from jaxrl_reason.rl.rewards import labels_on_steps
+from jaxrl_reason.tokenizers import CharTokenizer
 
 OPS = (("+", 5), ("*", 3), ("-", 4))
 
@@ -28,6 +32,7 @@ def test_rationale_answer_and_prompt_in_gsm8k_form():
     ("<<7+5=12>>\n<<12+3=15>>\n<<15-4=11>>\n", [True, False, False]),  # wrong operation
     ("<<7+5=12>>\n", [True, False, False]),  # missing lines
     ("<<7+5=12>> and more\n<<12*3=36>>\n", [False, True, False]),  # not the line's form
+    ("<<7+5=12>>\n\n<<12*3=36>>\n<<36-4=32>>\n", [True, False, False]),  # a blank line is a step
 ])
 def test_step_labels_judge_arithmetic_and_the_true_previous_value(rationale, labels):
     assert step_labels(7, OPS, rationale + "#### 1\n") == labels
@@ -46,6 +51,9 @@ def test_problems_are_deterministic_in_range_and_split_disjointly():
     assert train == list(itertools.islice(task.problems("train", 0), 500))
     test = list(task.problems("test", 0))
     assert len(test) == 1000 and not {p.question for p in test} & {p.question for p in train}
+    valid = {p.question for p in task.problems("valid", 0)}
+    assert len(valid) > 900 and not valid & ({p.question for p in test} | set(
+        p.question for p in train))
     for p in train + test:
         values = intermediates(p.meta["start"], p.meta["ops"])
         assert all(0 <= v <= 99 for v in values) and 3 <= p.difficulty <= 8
@@ -62,3 +70,19 @@ def test_bad_settings_name_the_binding():
         ChainTask(ops="/")
     with pytest.raises(ConfigError, match="ChainTask.max_steps='8' must be int"):
         ChainTask(max_steps="8")
+
+
+def test_step_label_k_lands_on_the_end_of_line_k_with_blank_lines():
+    """The labels and `step_ends` count the same lines (a blank one included), so the reward of
+    line k sits on line k's newline."""
+    tok = CharTokenizer()
+    text = "<<7+5=12>>\n\n<<12*4=48>>\n<<48-4=44>>\n#### 44\n"
+    ids = tok.encode(text)
+    ends = step_ends(ids, tok.encode("\n"))
+    labels = labels_on_steps(ChainTask().check(ChainTask().problem(7, OPS), text).steps,
+                             len(ends))
+    lines = text.split("\n")
+    assert [lines[k] for k in range(3)] == ["<<7+5=12>>", "", "<<12*4=48>>"]
+    np.testing.assert_array_equal(labels[:3], [1.0, 0.0, 0.0])
+    assert np.isnan(labels[3:]).all()  # the answer lines carry no step label
+    assert tok.decode(ids[: ends[1] + 1]) == "<<7+5=12>>\n\n"  # end 1 is the blank line's

@@ -15,6 +15,8 @@ from conftest import REPO, job_command
 from jaxrl_reason import registry  # noqa: F401  (registers every configurable)
 from jaxrl_reason.errors import ConfigError, check_types
 from jaxrl_reason.models.transformer import ModelConfig
+from jaxrl_reason.rl.learner import LearnerConfig
+from jaxrl_reason.rl.objective import RLLoss
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.optim import make_optimizer
 
@@ -119,6 +121,11 @@ def _bound_values_fit_their_types() -> None:
     ModelConfig()
     make_optimizer()
     SamplingConfig()
+    if "rl.task" in gin.config_str():  # an RL config: its learner settings and reference
+        cfg, loss = LearnerConfig(), RLLoss()
+        cfg.sampling()
+        if cfg.uses_reference or loss.kl_coef > 0:
+            assert gin.query_parameter("Trainer.reference"), "needs Trainer.reference = True"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.gin")))

@@ -10,6 +10,7 @@ import pytest
 from jaxrl_reason.data import gsm8k
 from jaxrl_reason.data.gsm8k import Gsm8kTask, load_gsm8k, record_to_problem
 from jaxrl_reason.data.pipeline import input_pipeline
+from jaxrl_reason.data.tasks import Problem
 from jaxrl_reason.rewards.steps import calculator_annotations, gsm8k_calculator_steps, value_matches
 
 # Made-up GSM8K-shaped rows (not from the data set), so these tests run in every clone.
@@ -172,6 +173,14 @@ def test_task_streams(manual, data_dir):
     assert first == [p.question for p in itertools.islice(task.problems("train", 0), n)]
     assert first != [p.question for p in itertools.islice(task.problems("train", 1), n)]
     assert first != [json.loads(r)["question"] for r in train_lines[:n]]
+    # the validation split: the train file's rows that hash there, in file order, never in
+    # the training stream; together the two are the whole train file
+    questions = [json.loads(r)["question"] for r in train_lines]
+    valid = [p.question for p in task.problems("valid", 0)]
+    assert valid == [q for q in questions if gsm8k.is_validation(Problem(q, ""))]
+    epoch = [p.question for p in itertools.islice(task.problems("train", 0),
+                                                  len(questions) - len(valid))]
+    assert not set(epoch) & set(valid) and set(epoch) | set(valid) == set(questions)
 
 
 def test_prompt_target_and_answer_check(manual, data_dir):

@@ -1,7 +1,7 @@
 """Exact log-probs: the trainer's `logprobs` over a batch built from sampler output (its own
 ids, explicit masks and positions) equal the log-probs the sampler reported when it drew each
-token, to 1e-5 in float32 -- the ratio pi_theta / pi_old of every policy-gradient method starts
-at exactly 1. Ragged prompts, finished and truncated rows, top-k / top-p, and a model whose
+token, to float32 rounding -- the ratio pi_theta / pi_old of every policy-gradient method
+starts at 1. Ragged prompts, finished and truncated rows, top-k / top-p, and a model whose
 argmax is the pad id (a sampled pad must never shift the positions after it)."""
 
 import jax
@@ -57,7 +57,11 @@ def test_trainer_logprobs_equal_sampler_logprobs(trainer, model, cfg):
                                       top_p=cfg.top_p))
     mask = batch["loss_mask"] > 0
     assert mask.sum() == samples.lengths.sum()
-    np.testing.assert_allclose(got[mask], batch["old_logprobs"][mask], atol=1e-5, rtol=0)
+    # A log-prob is a difference of logits / T of up to ~45 here (the pad-loving model), whose
+    # float32 ulp is ~4e-6; the cached decode and the full forward round differently (seen: 2
+    # ulps, 8e-6). 1e-4 leaves ~25 ulps; a shifted position, a temperature 0.1% off or a top-k
+    # off by one moves some log-prob by > 1e-3.
+    np.testing.assert_allclose(got[mask], batch["old_logprobs"][mask], atol=1e-4, rtol=0)
     assert np.isfinite(got[mask]).all() and (got[~mask] == 0).all()
 
 

@@ -177,6 +177,26 @@ def test_remat_gives_the_same_loss_and_gradients():
         np.testing.assert_allclose(g0, g1, atol=1e-6, rtol=1e-5)
 
 
+def test_value_stop_gradient_keeps_a_value_loss_out_of_the_trunk():
+    """With value_stop_gradient a value loss trains the head alone (PPO's critic on a shared
+    trunk cannot move the policy); without it the trunk gets gradients too. The values are
+    the same either way."""
+    params = init_params(CFG)
+
+    def value_loss(p, cfg):
+        return jnp.square(nnx.merge(graphdef(cfg), p)(jnp.asarray(ROWS))[1] - 1.0).mean()
+
+    grads = {stop: jax.jit(jax.value_and_grad(value_loss), static_argnums=1)(
+        params, dataclasses.replace(CFG, value_stop_gradient=stop)) for stop in (False, True)}
+    np.testing.assert_allclose(grads[True][0], grads[False][0], rtol=1e-6)
+    for stop, (_, g) in grads.items():
+        flat = {k: np.abs(np.asarray(v)).max() for k, v in nnx.to_flat_state(g)}
+        head = [v for k, v in flat.items() if "value_head" in k]
+        trunk = [v for k, v in flat.items() if "value_head" not in k]
+        assert head and min(head) > 0
+        assert (max(trunk) == 0) == stop
+
+
 def test_bfloat16_compute_keeps_fp32_logits_close_to_fp32_model():
     logits, values = forward(ROWS, dataclasses.replace(CFG, dtype="bfloat16"))
     assert logits.dtype == jnp.float32 and values.dtype == jnp.float32

@@ -75,18 +75,48 @@ def test_reinforce_pp_baseline_subtracts_the_group_mean_then_whitens():
     np.testing.assert_allclose(a[:, 0], [z, -z, 0, 0], rtol=1e-10)
 
 
-def test_process_normalizes_every_event_of_the_group_and_sums_the_future():
+def test_process_normalizes_outcomes_and_steps_apart_and_sums_the_future():
     # 2 prompt tokens, completion at positions 2..5, steps end at 3 and 5, outcome at 5.
     # row 0: steps [1, 0], outcome 0; row 1: steps [1, 1], outcome 1.
-    # pooled events [1, 0, 0, 1, 1, 1]: mean 2/3, std(ddof=1) = sqrt((4/9 * 4 + ... ) / 5)
-    # = sqrt(4/15); z(1) = (1/3) / sqrt(4/15), z(0) = -(2/3) / sqrt(4/15).
+    # outcomes [0, 1]: mean .5, std(ddof=1) sqrt(.5) -> -+ .5 / sqrt(.5) = -+ sqrt(.5)
+    # steps [1, 0, 1, 1]: mean 3/4, std(ddof=1) sqrt((3 * 1/16 + 9/16) / 3) = .5
+    #   -> z(1) = .5, z(0) = -1.5
     x = rewarded([0, 1], [0, 0], length=4, prompt=2,
                  steps=[([3, 5], [1, 0]), ([3, 5], [1, 1])])
     a = completion(adv.process(x, eps=0.0).advantages, prompt=2, length=4)
-    hi, lo = (1 / 3) / np.sqrt(4 / 15), -(2 / 3) / np.sqrt(4 / 15)
-    # token t sums the events at positions >= t: tokens 2, 3 see all, tokens 4, 5 the last two
-    np.testing.assert_allclose(a[0], [hi + 2 * lo, hi + 2 * lo, 2 * lo, 2 * lo], rtol=1e-12)
-    np.testing.assert_allclose(a[1], [3 * hi, 3 * hi, 2 * hi, 2 * hi], rtol=1e-12)
+    o = np.sqrt(0.5)
+    # token t: its row's outcome + the step events at positions >= t (tokens 2, 3 see both
+    # steps, tokens 4, 5 the second)
+    np.testing.assert_allclose(a[0], [-o + 0.5 - 1.5, -o + 0.5 - 1.5, -o - 1.5, -o - 1.5],
+                               rtol=1e-12)
+    np.testing.assert_allclose(a[1], [o + 1.0, o + 1.0, o + 0.5, o + 0.5], rtol=1e-12)
+    # step_weight scales the step part only
+    b = completion(adv.process(x, eps=0.0, step_weight=0.5).advantages, prompt=2, length=4)
+    np.testing.assert_allclose(b[1], [o + 0.5, o + 0.5, o + 0.25, o + 0.25], rtol=1e-12)
+
+
+def test_process_a_right_answer_never_lowers_its_tokens_when_steps_beat_outcomes():
+    """Step accuracy 11/12 against outcome accuracy 1/4 (the regime where one pooled mean put
+    every answer line below zero). 4 rows, 3 steps each ending at 1, 3, 5; the answer line is
+    tokens 6-7 with the outcome at 7. Rows 0-2 are wrong with all steps right except row 2's
+    last; row 3 is right.
+    outcomes [0, 0, 0, 1]: mean 1/4, std(ddof=1) = .5 -> [-.5, -.5, -.5, 1.5]
+    steps: eleven 1s and one 0: mean 11/12, std(ddof=1) = sqrt((11/144 + 121/144) / 11)
+    = sqrt(1/12) -> z(1) = (1/12) / sqrt(1/12) = sqrt(1/12), z(0) = -(11/12) / sqrt(1/12)."""
+    steps = [([1, 3, 5], [1, 1, 1])] * 2 + [([1, 3, 5], [1, 1, 0]), ([1, 3, 5], [1, 1, 1])]
+    x = rewarded([0, 0, 0, 1], [0, 0, 0, 0], length=8, prompt=0, steps=steps)
+    a = completion(adv.process(x, eps=0.0).advantages, prompt=0, length=8)
+    hi, lo = np.sqrt(1 / 12), -(11 / 12) / np.sqrt(1 / 12)
+    # the answer line (tokens 6, 7) carries the normalized outcome alone
+    np.testing.assert_allclose(a[:, 6:], [[-0.5] * 2] * 3 + [[1.5] * 2], rtol=1e-12)
+    np.testing.assert_allclose(a[3], [1.5 + 3 * hi] * 2 + [1.5 + 2 * hi] * 2
+                               + [1.5 + hi] * 2 + [1.5] * 2, rtol=1e-12)
+    np.testing.assert_allclose(a[2, :6], [-0.5 + 2 * hi + lo] * 2 + [-0.5 + hi + lo] * 2
+                               + [-0.5 + lo] * 2, rtol=1e-12)
+    # flipping a wrong row to right raises every one of its tokens' advantages
+    flipped = rewarded([1, 0, 0, 1], [0, 0, 0, 0], length=8, prompt=0, steps=steps)
+    b = completion(adv.process(flipped, eps=0.0).advantages, prompt=0, length=8)
+    assert np.all(b[0] > a[0]) and np.all(b[0, 6:] > 0)
 
 
 def test_process_keeps_groups_apart():
@@ -139,3 +169,18 @@ def test_group_estimators_refuse_groups_of_one():
         adv.estimate("gae", rewarded([1], [0]))
     with pytest.raises(UserError, match="one of"):
         adv.estimate("nope", rewarded([1], [0]))
+
+
+def test_grpo_batch_scale_is_trls_group_mean_over_the_batch_std():
+    """TRL's scale_rewards='batch' (eps 1e-4): the group's mean, the std of all 8 rewards.
+    [1, 0, 0, 1 | 1, 0, 0, 0]: batch mean 3/8, unbiased var (3 (5/8)^2 + 5 (3/8)^2) / 7 = 15/56;
+    group means .5 and .25. scale='none' is r - group mean (no division)."""
+    x = rewarded([1, 0, 0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1])
+    centered = np.array([0.5, -0.5, -0.5, 0.5, 0.75, -0.25, -0.25, -0.25])
+    a = completion(adv.grpo(x, eps=1e-4, scale="batch").advantages)
+    np.testing.assert_allclose(a[:, 0], centered / (np.sqrt(15 / 56) + 1e-4), rtol=1e-12)
+    assert np.all(a == a[:, :1])
+    np.testing.assert_allclose(completion(adv.grpo(x, scale="none").advantages)[:, 0],
+                               centered, rtol=1e-12)
+    with pytest.raises(UserError, match="grpo_advantage.scale"):
+        adv.grpo(x, scale="rows")

@@ -29,6 +29,8 @@ MODEL = [f"ModelConfig.{k} = {getattr(CFG, k)}" for k in
 # mini-batches, a KL term, and a reference reset every 3 steps.
 JOB = (f"rl.steps = {STEPS}", "rl.eval_every = 3", "rl.eval_problems = 8",
        "rl.pass_k_every = 3", "rl.pass_k_problems = 2", "rl.pass_ks = (1, 2)",
+       "rl.eval_samples = 2", "rl.test_problems = 4", "rl.test_samples = 2",
+       "rl.test_ks = (1, 2)",
        "rl.ckpt_every = 2",
        "ChainTask.min_steps = 1", "ChainTask.max_steps = 2",
        "rl_learner.prompts_per_step = 4", "rl_learner.group_size = 4",
@@ -36,7 +38,8 @@ JOB = (f"rl.steps = {STEPS}", "rl.eval_every = 3", "rl.eval_problems = 8",
        "rl_learner.mini_batches = 2", "rl_learner.reset_every = 3",
        "rl_learner.mask_truncated = False",
        "rl_learner.rewards = {'outcome': 1.0, 'overlong': 1.0}", "overlong_reward.cache = 10",
-       "RLLoss.kl_coef = 0.05", "make_optimizer.learning_rate = 1e-3", *MODEL)
+       "Trainer.reference = True", "RLLoss.kl_coef = 0.05",
+       "make_optimizer.learning_rate = 1e-3", *MODEL)
 
 
 def trainer() -> Trainer:
@@ -96,6 +99,9 @@ def test_rl_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     assert [r["reset"] for r in records[1:]] == [0, 0, 1, 0, 0, 1]
     assert all(r["updates"] >= 1 for r in records[1:])  # it did train
     assert {"acc", "pass@1", "pass@2"} <= set(records[3]) and "pass@2/2" in records[6]
+    # the test split is read at step 0 and after the last step only, with standard errors
+    tested = [r["step"] for r in records if "test/acc" in r]
+    assert tested == [0, STEPS] and {"test/pass@2", "test/pass@2_se"} <= set(records[0])
     assert json.loads(resumed.stdout.splitlines()[-1]) == json.loads(whole_out.splitlines()[-1])
     (state, extra), (want, want_extra) = final_state(workdir), final_state(tmp_path / "whole")
     assert extra == want_extra and extra["resets"]["history"] == [3, 6]

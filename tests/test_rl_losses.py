@@ -1,5 +1,6 @@
 """The RL loss against numpy: the clipped objective (clip-higher, dual clip), GSPO's sequence
-ratio and its gradient, each loss aggregation, each KL estimator, entropy and the clipped
+ratio and its gradient (verl's stop-gradient form and TRL's), each loss aggregation (the peers'
+divisors on hand-counted batches), each KL estimator (clamped and not), entropy and the clipped
 value loss; and the same loss, metrics and update on 1 and 8 devices and with 1 and 4
 micro-batches (normalized over the global batch)."""
 
@@ -16,7 +17,13 @@ from jaxrl_reason import parallel
 from jaxrl_reason.data.batching import Example, make_batch
 from jaxrl_reason.errors import ConfigError
 from jaxrl_reason.rl import aggregation, kl, policy_losses
-from jaxrl_reason.rl.objective import RLLoss, entropy, policy_gradient_loss, value_loss
+from jaxrl_reason.rl.objective import (
+    RLLoss,
+    entropy,
+    norm_inputs,
+    policy_gradient_loss,
+    value_loss,
+)
 from jaxrl_reason.training.losses import Forward
 from jaxrl_reason.training.optim import make_optimizer
 from jaxrl_reason.training.trainer import Trainer
@@ -95,6 +102,94 @@ def test_kl_estimators_match_numpy_and_k3_is_clamped():
         np.exp(-5.0) + 4.0, rel=1e-6)
 
 
+def test_k3_unclamped_is_trl_and_tunix_k3():
+    """exp(r) - r - 1 with r = ref - logp, no clamp (TRL's per_token_kl, tunix's low_var_kl):
+    r = ln 2 gives 2 - ln 2 - 1; r = -40 gives e^-40 + 39 and r = +40 gives e^40 - 41, where
+    our k3 stops at 10."""
+    logp = jnp.float32([-1.0, -10.0, -50.0, -3.0])
+    ref = jnp.float32([-1.0 + np.log(2.0), -50.0, -10.0, -3.0])
+    want = [1.0 - np.log(2.0), 39.0 + np.exp(-40.0), np.exp(40.0) - 41.0, 0.0]
+    np.testing.assert_allclose(kl.k3_unclamped(logp, ref), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(kl.k3(logp, ref)[1:3], [10.0, 10.0])
+    assert kl.get("k3_unclamped") is kl.k3_unclamped
+    assert RLLoss(kl_estimator="k3_unclamped").kl_estimator == "k3_unclamped"
+
+
+def test_gspo_sequence_puts_the_gradient_through_the_sequence_mean():
+    """TRL's sequence-level ratio, worked by hand (eps 0.2, each row's token losses summed):
+    row 0: log-ratios [.3, -.1] (the third token is masked), s = e^.1, A = [1, -1]:
+      loss [-s, s]; the gradient of the row's sum through the mean is -s (1 - 1) / 2 = 0 on
+      both tokens, where verl's stop-gradient gspo gives [-s, s];
+    row 1: log-ratios .6, s = e^.6 > 1.2, A = 1: clipped, loss -1.2 per token, no gradient;
+    row 2: log-ratios [0, .3, -.3], s = 1, A = 2: loss -2, gradient -2 on each token (the
+    same as gspo's when a row's advantages are uniform)."""
+    mask = np.array([[1, 1, 0], [1, 1, 1], [1, 1, 1]], float)
+    ratio = np.array([[0.3, -0.1, 5.0], [0.6, 0.6, 0.6], [0.0, 0.3, -0.3]])
+    adv = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, 1.0], [2.0, 2.0, 2.0]])
+    old = jnp.asarray(RNG.normal(size=(3, 3)), jnp.float32)
+    logp = old + jnp.asarray(ratio, jnp.float32)
+    args = (old, jnp.asarray(adv, jnp.float32), jnp.asarray(mask, jnp.float32),
+            policy_losses.Clip(0.2, 0.2))
+    s = np.exp(0.1)
+    loss, ind = policy_losses.gspo_sequence_loss(logp, *args)
+    np.testing.assert_allclose(np.asarray(loss) * mask,
+                               [[-s, s, 0], [-1.2, -1.2, -1.2], [-2, -2, -2]], rtol=1e-6)
+    np.testing.assert_array_equal(ind["clip_high"][1], [1, 1, 1])
+
+    def grad(fn):
+        return np.asarray(jax.grad(lambda lp: (fn(lp, *args)[0] * args[2]).sum())(logp))
+
+    np.testing.assert_allclose(grad(policy_losses.gspo_sequence_loss),
+                               [[0, 0, 0], [0, 0, 0], [-2, -2, -2]], atol=1e-6)
+    np.testing.assert_allclose(grad(policy_losses.gspo_loss),
+                               [[-s, s, 0], [0, 0, 0], [-2, -2, -2]], rtol=1e-6, atol=1e-6)
+
+
+def hand_batch() -> tuple[np.ndarray, np.ndarray]:
+    """4 rows of lengths 3, 0 (emptied by truncation masking), 2, 1; every token's loss 1."""
+    mask = np.zeros((4, 5), np.float32)
+    for i, n in enumerate([3, 0, 2, 1]):
+        mask[i, 1: 1 + n] = 1
+    return mask, np.ones_like(mask)
+
+
+@pytest.mark.parametrize("mode, want", [
+    ("seq-mean-token-sum-norm", 6 / (3 * 4)),  # ours: 3 sequences with a token x L
+    ("seq-mean-token-sum-norm-verl", 6 / 4),  # verl: the token sum / L, no batch division
+    ("dr-grpo-trl", 6 / (4 * 4)),  # TRL dr_grpo: all 4 rows x L, the empty one too
+])
+def test_length_normalized_divisors_on_one_batch_and_in_micro_batches(mode, want):
+    """6 tokens, L = 4. Split into two micro-batches of 2 rows (sums and counts added, one
+    division, as the train step does) the loss is the same."""
+    mask, loss = hand_batch()
+    agg = aggregation.get(mode)
+    weights, count = agg(jnp.asarray(mask), 4.0, 4.0)
+    assert float((weights * loss).sum() / count) == pytest.approx(want)
+    parts = [agg(jnp.asarray(mask[i: i + 2]), 4.0, 4.0) for i in (0, 2)]
+    total = sum(float((w * loss[:2]).sum()) for w, _ in parts)
+    assert total / sum(float(c) for _, c in parts) == pytest.approx(want)
+
+
+def test_norm_length_defaults_to_the_generation_budget_in_the_batch():
+    """RLLoss.norm_length None reads the batch's max_new_tokens (the RL learner puts it there)
+    and its mini_batch_rows; a set norm_length wins; with neither the loss says what to set."""
+    mask, _ = hand_batch()
+    batch = {"max_new_tokens": jnp.full(4, 4.0), "mini_batch_rows": jnp.full(4, 8.0)}
+    m = jnp.asarray(mask)
+    assert RLLoss().norm_length is None
+    norm, rows = norm_inputs(batch, m, RLLoss())
+    assert (float(norm), float(rows)) == (4.0, 8.0)
+    # these 4 rows are half of an 8-row mini-batch: half of verl's L, all 4 rows for TRL's
+    assert float(aggregation.get("seq-mean-token-sum-norm-verl")(m, norm, rows)[1]) == 2.0
+    assert float(aggregation.get("dr-grpo-trl")(m, norm, rows)[1]) == 16.0
+    norm, rows = norm_inputs({}, m, RLLoss(norm_length=6.0))
+    assert (norm, rows) == (6.0, 4.0)
+    norm, rows = norm_inputs({}, m, RLLoss())
+    assert float(aggregation.get("token-mean")(m, norm, rows)[1]) == 6.0  # needs no L
+    with pytest.raises(ConfigError, match="RLLoss.norm_length"):
+        aggregation.get("dr-grpo-trl")(m, norm, rows)
+
+
 def test_value_loss_is_clipped_like_ppo():
     pred, old, ret = np.array([1.0, 0.0, 0.5]), np.array([0.0, 0.0, 0.45]), np.array([2.0, 1.0,
                                                                                      0.0])
@@ -144,6 +239,8 @@ def test_each_aggregation_matches_numpy(mode):
         "seq-mean-token-sum": token_sums.mean(),
         "seq-mean-token-mean": (token_sums / mask.sum(1)[seqs]).mean(),
         "seq-mean-token-sum-norm": token_sums.sum() / (seqs.sum() * 12.0),
+        "seq-mean-token-sum-norm-verl": token_sums.sum() / 12.0,
+        "dr-grpo-trl": token_sums.sum() / (b * 12.0),  # the empty row 4 counts
     }[mode]
     np.testing.assert_allclose(float(total / count), want, rtol=1e-5)
     np.testing.assert_allclose(float(metrics["entropy"][0] / metrics["entropy"][1]),

@@ -1,7 +1,7 @@
 """Sampler: what the KV-cache decode loop emits is what the model's full forward pass says, for
 ragged prompts and every sampling mode; the distribution it draws from (temperature, banned ids,
-top-k, top-p) is the one its log-probs report; incremental decoding (extend / select) is the
-same computation as one `generate` call."""
+top-k, top-p) is the one its log-probs report, both checked against numpy's definition of it;
+incremental decoding (extend / select) is the same computation as one `generate` call."""
 
 import dataclasses
 
@@ -49,19 +49,74 @@ def greedy(sampler):
     return sampler.generate(PROMPTS, GREEDY)
 
 
+def np_log_softmax(z: np.ndarray) -> np.ndarray:
+    m = z.max(-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        out = z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
+    return np.where(np.isneginf(z), -np.inf, out)
+
+
+def np_sampling_logprobs(logits: np.ndarray, cfg: SamplingConfig,
+                         banned: tuple[int, ...] = BANNED) -> np.ndarray:
+    """The distribution the sampler should draw from, in float64 numpy and written from its
+    definition, not from the code under test: banned ids out; greedy: log-softmax of the
+    logits; else log-softmax of logits / T, cut to the top_k largest (ties to the lower id),
+    then to the smallest most-probable set reaching top_p, renormalized."""
+    z = np.asarray(logits, np.float64).copy()
+    z[..., list(banned)] = -np.inf
+    if cfg.greedy:
+        return np_log_softmax(z)
+    z = z / cfg.temperature
+    if cfg.top_k:
+        keep = np.zeros(z.shape, bool)
+        top = np.argsort(-z, axis=-1, kind="stable")[..., : cfg.top_k]
+        np.put_along_axis(keep, top, True, -1)
+        z = np.where(keep, z, -np.inf)
+    logp = np_log_softmax(z)
+    if cfg.top_p < 1.0:
+        p = np.exp(logp)
+        order = np.argsort(-p, axis=-1, kind="stable")
+        sorted_p = np.take_along_axis(p, order, -1)
+        keep = np.zeros(z.shape, bool)
+        np.put_along_axis(keep, order, np.cumsum(sorted_p, -1) - sorted_p < cfg.top_p, -1)
+        logp = np_log_softmax(np.where(keep, z, -np.inf))
+    return logp
+
+
+@pytest.mark.parametrize("cfg", [
+    SamplingConfig(max_new_tokens=1, temperature=0.7),
+    SamplingConfig(max_new_tokens=1, temperature=1.6, top_k=5),
+    SamplingConfig(max_new_tokens=1, temperature=0.5, top_p=0.8),
+    SamplingConfig(max_new_tokens=1, temperature=1.3, top_k=12, top_p=0.7),
+    SamplingConfig(max_new_tokens=1, temperature=0.0),
+], ids=["plain", "top_k", "top_p", "top_k_top_p", "greedy"])
+def test_sampling_logprobs_is_numpys_distribution(cfg):
+    """`sampling_logprobs` against the numpy definition on random logits: the temperature
+    divides the logits once, top-k and top-p keep what numpy keeps."""
+    logits = np.random.default_rng(0).normal(scale=3.0, size=(16, TINY.vocab_size))
+    banned = jnp.zeros((TINY.vocab_size,), bool).at[jnp.asarray(BANNED)].set(True)
+    got = np.asarray(sampling_logprobs(jnp.asarray(logits, jnp.float32), cfg.temperature,
+                                       greedy=cfg.greedy, top_k=cfg.top_k, top_p=cfg.top_p,
+                                       banned=banned))
+    want = np_sampling_logprobs(logits, cfg)
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    inside = np.isfinite(want)
+    np.testing.assert_allclose(got[inside], want[inside], atol=1e-5, rtol=1e-5)
+    if cfg.top_k or cfg.top_p < 1:
+        assert (~inside).sum(-1).min() > len(BANNED)  # something was cut
+
+
 def full_logprobs(params, prompts, samples, cfg: SamplingConfig):
     """Per row, the distribution each generated token was drawn from, from one uncached
-    forward of prompt + completion (float64 numpy after the model)."""
+    forward of prompt + completion (the numpy definition after the model, not the sampler's
+    own `sampling_logprobs`)."""
     seqs = [list(prompts[i]) + list(samples.tokens[r, : samples.lengths[r]])
             for r, i in enumerate(samples.prompt_index)]
     width = max(map(len, seqs))
     batch = np.zeros((len(seqs), width), np.int32)
     for r, s in enumerate(seqs):
         batch[r, : len(s)] = s
-    logits = forward(params, batch)[0]
-    banned = jnp.zeros((TINY.vocab_size,), bool).at[jnp.asarray(BANNED)].set(True)
-    logp = np.asarray(sampling_logprobs(logits, max(cfg.temperature, 0.0), greedy=cfg.greedy,
-                                        top_k=cfg.top_k, top_p=cfg.top_p, banned=banned))
+    logp = np_sampling_logprobs(np.asarray(forward(params, batch)[0]), cfg)
     out = []
     for r, i in enumerate(samples.prompt_index):
         p, n = len(prompts[i]), samples.lengths[r]

@@ -73,10 +73,23 @@ def reference():
     return run(trainer("one"))
 
 
-def assert_trees_close(a, b, **tol):
-    """Leaf by leaf. Adam turns the rounding of a reordered gradient sum into ~1e-6 updates."""
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(x, y, **tol)
+@functools.cache
+def initial_params() -> list[np.ndarray]:
+    return jax.tree.leaves(jax.device_get(trainer("one").init(0)["params"]))
+
+
+def assert_same_update(params, ref_params):
+    """Sharding reorders float32 sums (only the metrics' rounding, ~1e-7, shows), but Adam
+    divides each gradient by its own size: a near-zero one's rounding becomes a visible part of
+    its step (5e-6 of a 2e-2 step here, more on other CPUs), so not every parameter can match
+    to 1e-5. The claim is about the step: the update (after - before) matches to 1e-3 of its
+    norm (seen: < 4e-6); one row dropped or micro-batches averaged as means is off by > 1e-1."""
+    def update(p):
+        return np.concatenate([(np.asarray(x) - x0).ravel() for x, x0 in
+                               zip(jax.tree.leaves(p), initial_params(), strict=True)])
+    got, want = update(params), update(ref_params)
+    rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+    assert rel < 1e-3, f"the update differs by {rel:.2e} of its norm"
 
 
 @pytest.mark.parametrize("name", ["data", "fsdp", "tensor", "mixed"])
@@ -92,7 +105,7 @@ def test_train_step_matches_one_device(devices, reference, name):
         assert m.keys() == ref.keys()
         for k in m:
             np.testing.assert_allclose(m[k], ref[k], rtol=2e-5, err_msg=k)
-    assert_trees_close(params, ref_params, atol=1e-5, rtol=1e-5)
+    assert_same_update(params, ref_params)
 
 
 @pytest.mark.parametrize("mesh, accum", [("one", 4), ("mixed", 2), ("data", 1)])
@@ -107,7 +120,7 @@ def test_grad_accumulation_equals_one_big_batch(devices, mesh, accum):
     for m, ref in zip(two_metrics, one_metrics, strict=True):
         for k in ("loss", "token_accuracy", "tokens", "grad_norm", "count"):
             np.testing.assert_allclose(m[k], ref[k], rtol=2e-5, err_msg=k)
-    assert_trees_close(two, one, atol=1e-5, rtol=1e-5)
+    assert_same_update(two, one)
 
 
 def _collectives(tr: Trainer) -> dict[str, int]:
@@ -159,6 +172,8 @@ def test_sharded_sampling_equals_unsharded(devices, sampling_params, unsharded_s
     assert not any("fsdp" in s for s in specs)  # the decode layout: no FSDP shards to gather
     got, want = sampler.generate(PROMPTS, SAMPLING, key=4), unsharded_samples
     assert len(set(want.lengths)) > 1  # the stop token ends some rows early
+    # Sharding changes the logits by rounding only (~1e-5 in the log-probs), while the closest
+    # draw here is 2e-2 (noisy log-probs) and the closest top-k cut 8e-3 apart: exact tokens.
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_array_equal(got.lengths, want.lengths)
     np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-4)

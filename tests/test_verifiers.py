@@ -65,9 +65,13 @@ def test_exact_labels_per_step_end_from_a_rollout():
     assert s.exact == (True, False, True, True) and s.correct
     wrong = solution("<<7+5=12>>\n<<12*3=35>>\n<<35-4=31>>\n#### 31\n")
     assert wrong.exact == (True, False, False, False) and not wrong.correct
-    # a line past the problem's steps, an empty line, and no answer line
+    # an empty line is a (wrong) step of its own, so the lines after it are judged one
+    # operation later (verdict k is line k's, as the RL step reward reads it); then a line
+    # past the problem's steps, and no answer line
     assert solution("<<7+5=12>>\n\n<<12*3=36>>\n<<36-4=32>>\n<<32+1=33>>\n").exact == (
-        True, False, True, True, False)
+        True, False, False, False, False)
+    assert solution("<<7+5=12>>\n<<12*3=36>>\n<<36-4=32>>\n<<32+1=33>>\n").exact == (
+        True, True, True, False)
 
 
 def test_answer_line_labels_need_a_step_checker():

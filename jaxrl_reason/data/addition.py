@@ -12,32 +12,35 @@ With `pad_answer=True` (Lee et al. 2025's format) the answer always has one digi
 longer operand, zero-padded: "A:3880". Its length is then fixed by the operands, so a model that
 stops early or drops a digit writes a label the length filter can see.
 
-Train and test problems are disjoint by construction: an operand pair belongs to the test
-split iff a stable hash of the unordered pair falls in the test bucket, so no seed or digit
-length can leak a test problem into training.
+Train, validation and test problems are disjoint by construction: an operand pair's split is
+a stable hash of the unordered pair (`tasks.hashed_split`), so no seed or digit length can leak
+a test or validation problem into training.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Iterator
 
 import gin
 
-from jaxrl_reason.data.tasks import Check, Problem, problem_stream, problems_of_length
+from jaxrl_reason.data.tasks import (
+    Check,
+    Problem,
+    hashed_split,
+    problem_stream,
+    problems_of_length,
+)
 from jaxrl_reason.rewards.answers import parse_answer_line
 from jaxrl_reason.rewards.steps import addition_columns, addition_scratchpad, scratch_steps
 
-TEST_BUCKETS = 10  # one pair in TEST_BUCKETS is a test pair
 SCRATCHPADS = {"columns": addition_columns, "nye": addition_scratchpad, "none": lambda a, b: []}
 
 
 def split_of(a: int, b: int) -> str:
-    """'test' or 'train' for the pair, the same for a+b and b+a."""
+    """'train', 'valid' or 'test' for the pair, the same for a+b and b+a."""
     lo, hi = sorted((a, b))
-    digest = hashlib.blake2b(f"{lo}+{hi}".encode(), digest_size=8).digest()
-    return "test" if int.from_bytes(digest, "little") % TEST_BUCKETS == 0 else "train"
+    return hashed_split(f"{lo}+{hi}")
 
 
 def sample_operand(rng: random.Random, n: int) -> int:
@@ -91,13 +94,14 @@ class AdditionTask:
         )
 
     def _sample(self, rng: random.Random, n: int, split: str) -> Problem:
-        while True:  # rejection keeps the splits disjoint; ~10% or ~90% acceptance
+        while True:  # rejection keeps the splits disjoint; ~10% or ~80% acceptance
             a, b = sample_operand(rng, n), sample_operand(rng, n)
             if split_of(a, b) == split:
                 return self.problem(a, b)
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
-        """Endless for "train", `test_size` problems for "test"; deterministic in (seed, split)."""
+        """Endless for "train", `test_size` problems for "valid" and "test"; deterministic in
+        (seed, split)."""
         return problem_stream(self._sample, "addition", (self.min_digits, self.max_digits), split,
                               seed, self.test_size)
 

@@ -13,31 +13,30 @@ Every step can be judged exactly (`step_labels`): line k is right iff it applies
 the TRUE value after k steps and states the right result. So a line that copies a wrong earlier
 value is wrong, and one that recovers the true value is right again: exactly when the gold answer
 is still reachable from the prefix, which is what Monte-Carlo labels estimate (Math-Shepherd).
-Train and test problems are disjoint by construction: a problem belongs to the test split iff a
-stable hash of its statement falls in the test bucket.
+Train, validation and test problems are disjoint by construction: a problem's split is a stable
+hash of its statement (`tasks.hashed_split`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Iterator
 
 import gin
 
-from jaxrl_reason.data.tasks import Check, Problem, problem_stream, problems_of_length
+from jaxrl_reason.data.tasks import (
+    Check,
+    Problem,
+    hashed_split,
+    problem_stream,
+    problems_of_length,
+)
 from jaxrl_reason.errors import require, typed
 from jaxrl_reason.rewards.answers import extract_answer, numbers_equal
 
-TEST_BUCKETS = 10
 _OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
 _LINE = re.compile(r"<<(-?\d+)([+\-*])(\d+)=(-?\d+)>>")
-
-
-def _split_of(statement: str) -> str:
-    digest = hashlib.blake2b(statement.encode(), digest_size=8).digest()
-    return "test" if int.from_bytes(digest, "little") % TEST_BUCKETS == 0 else "train"
 
 
 def intermediates(start: int, ops: tuple[tuple[str, int], ...]) -> list[int]:
@@ -52,8 +51,9 @@ def intermediates(start: int, ops: tuple[tuple[str, int], ...]) -> list[int]:
 def step_labels(start: int, ops: tuple[tuple[str, int], ...], rationale: str) -> list[bool]:
     """One exact verdict per operation: line k (of the text before "####") is right iff it is
     `<<v op y=w>>` with v the true value before step k, (op, y) operation k, w = v op y.
-    Missing or unparseable lines are wrong."""
-    lines = [ln for ln in rationale.split("####", 1)[0].split("\n") if ln.strip()]
+    Missing, blank or unparseable lines are wrong. Blank lines count as lines, so verdict k
+    belongs to the k-th newline-ended step (`data.batching.step_ends`)."""
+    lines = rationale.split("####", 1)[0].split("\n")
     truth = [start, *intermediates(start, ops)]
     verdicts = []
     for k, (op, y) in enumerate(ops):
@@ -112,11 +112,12 @@ class ChainTask:
                 ops.append((op, y))
                 x = _OPS[op](x, y)
             ops = tuple(ops)
-            if _split_of(self.statement(start, ops)) == split:
+            if hashed_split(self.statement(start, ops)) == split:
                 return self.problem(start, ops)
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
-        """Endless for "train", `test_size` problems for "test"; deterministic in (seed, split)."""
+        """Endless for "train", `test_size` problems for "valid" and "test"; deterministic in
+        (seed, split)."""
         return problem_stream(self._sample, "chain", (self.min_steps, self.max_steps), split, seed,
                               self.test_size)
 

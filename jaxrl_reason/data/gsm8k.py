@@ -18,7 +18,7 @@ import gin
 import tensorflow_datasets as tfds
 
 from jaxrl_reason.data.pipeline import input_pipeline
-from jaxrl_reason.data.tasks import Check, Problem
+from jaxrl_reason.data.tasks import Check, Problem, hashed_split
 from jaxrl_reason.rewards.answers import extract_answer, numbers_equal
 from jaxrl_reason.rewards.steps import BatchExecutor, gsm8k_calculator_steps
 
@@ -124,6 +124,11 @@ def record_to_problem(record: dict[str, Any]) -> Problem:
     )
 
 
+def is_validation(problem: Problem) -> bool:
+    """Whether a train-file problem belongs to the validation split (one in 20, by hash)."""
+    return hashed_split(problem.question, 20, valid=False) == "test"
+
+
 @gin.configurable
 class Gsm8kTask:
     """GSM8K word problems; steps are judged by re-running calculator annotations.
@@ -149,10 +154,18 @@ class Gsm8kTask:
         self.executor = executor
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
-        """Train (or a slice like "train[:100]"): endless, reshuffled each epoch; else one pass."""
-        source = load_gsm8k(split, self.manual_dir, self.data_dir)
-        train = split.partition("[")[0] == "train"
-        yield from input_pipeline(source, seed=seed, train=train, map_fn=record_to_problem)
+        """Train (or a slice like "train[:100]"): endless, reshuffled each epoch; else one pass.
+        "valid" is the one train row in 20 whose question hashes there (in file order), and
+        "train" never yields those rows."""
+        name = split.partition("[")[0]
+        source = load_gsm8k("train" if name == "valid" else split, self.manual_dir,
+                            self.data_dir)
+        rows = input_pipeline(source, seed=seed, train=name == "train",
+                              map_fn=record_to_problem)
+        if name not in ("train", "valid"):
+            yield from rows
+            return
+        yield from (p for p in rows if is_validation(p) == (name == "valid"))
 
     def problems_of_length(self, difficulty: int, n: int, seed: int, split: str = "test"
                            ) -> list[Problem]:

@@ -8,6 +8,7 @@ a calculator, the sandboxed executor).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -43,7 +44,8 @@ class Task(Protocol):
     name: str
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
-        """An endless (train) or finite (test) stream of problems, deterministic in `seed`."""
+        """An endless ("train") or finite ("valid", "test") stream of problems, deterministic
+        in `seed`. "valid" is disjoint from both: decisions made during a run read it."""
         ...
 
     def prompt(self, problem: Problem, hint: str | None = None) -> str:
@@ -60,15 +62,25 @@ class Task(Protocol):
 
 
 Sampler = Callable[[random.Random, int, str], Problem]  # (rng, difficulty, split) -> a problem
+SPLITS = ("train", "valid", "test")
+
+
+def hashed_split(key: str, buckets: int = 10, valid: bool = True) -> str:
+    """'test' for one key in `buckets`, 'valid' for another one in `buckets` (when `valid`),
+    else 'train': a stable hash of the problem's text, so no seed or length can leak a test or
+    validation problem into training."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    h = int.from_bytes(digest, "little") % buckets
+    return "test" if h == 0 else "valid" if valid and h == 1 else "train"
 
 
 def problem_stream(sample: Sampler, name: str, difficulties: tuple[int, int], split: str,
                    seed: int, test_size: int) -> Iterator[Problem]:
-    """A generated task's `problems`: endless for "train", `test_size` problems for "test",
-    each of a difficulty drawn uniformly from the inclusive range; deterministic in
+    """A generated task's `problems`: endless for "train", `test_size` problems for "valid"
+    and "test", each of a difficulty drawn uniformly from the inclusive range; deterministic in
     (name, seed, split)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"{name} split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"{name} split must be one of {SPLITS}, got {split!r}")
     rng = random.Random(f"{name}-{seed}-{split}")
     count = 0
     while split == "train" or count < test_size:

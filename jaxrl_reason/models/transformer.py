@@ -68,6 +68,9 @@ class ModelConfig:
     position_encoding: Literal["rope", "none"] = "rope"  # none = NoPE: order from the causal mask
     tie_embeddings: bool = True
     value_head: bool = False
+    # The value head reads a stop-gradient copy of the trunk: a value loss then trains the head
+    # alone and never moves the policy (PPO's critic on a shared trunk). Verifiers leave it off.
+    value_stop_gradient: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     param_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     remat: bool = False
@@ -443,6 +446,8 @@ class Transformer(nnx.Module):
         """The value head's prediction (fp32) at each position of h [..., E]; None without one."""
         if self.value_head is None:
             return None
+        if self.cfg.value_stop_gradient:
+            h = jax.lax.stop_gradient(h)
         return (h @ self.value_head[...].astype(h.dtype))[..., 0].astype(jnp.float32)
 
     # ---- entry points -------------------------------------------------------------------------

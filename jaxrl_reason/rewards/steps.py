@@ -79,7 +79,8 @@ def calculator_annotations(line: str) -> list[tuple[str, str] | None]:
 
 
 def gsm8k_calculator_steps(rationale: str, executor: BatchExecutor) -> list[bool]:
-    """One verdict per non-empty line of `rationale` (the text before GSM8K's "####").
+    """One verdict per line of `rationale` (the text before GSM8K's "####"); an empty line
+    counts, as a wrong step, so verdict k belongs to the k-th newline-ended step.
 
     A line is correct iff every `<<expr=value>>` in it is arithmetic that the sandbox
     evaluates to `value` (see `value_matches`); a malformed annotation, a sandbox error or
@@ -88,13 +89,15 @@ def gsm8k_calculator_steps(rationale: str, executor: BatchExecutor) -> list[bool
     checker can judge, and calling them wrong would punish correct solutions. All
     expressions of the rationale run in one `run_batch` call.
     """
-    lines = [ln for ln in rationale.split("\n") if ln.strip()]
+    lines = rationale.split("\n")
+    if lines[-1] == "":  # the text after the last newline is no line
+        lines.pop()
     per_line = [calculator_annotations(ln) for ln in lines]
     codes = [f"print(repr({ann[0]}))" for anns in per_line for ann in anns if ann is not None]
     results = iter(executor.run_batch(codes) if codes else [])
     verdicts = []
-    for anns in per_line:
-        ok = True
+    for line, anns in zip(lines, per_line, strict=True):
+        ok = bool(line.strip())
         for ann in anns:
             if ann is None:
                 ok = False

@@ -8,7 +8,8 @@ reward (the KL penalty, when it is a reward) everywhere. Outcome estimators scor
 sum of its events, as verl does.
 
 Choices where the peers differ (documented in docs/rl.md):
-- group std with ddof=1 and eps 1e-6 added to the std (verl, tunix; TRL adds 1e-4);
+- group std with ddof=1 and eps 1e-6 added to the std (verl, tunix; TRL adds 1e-4), or TRL's
+  batch std (`grpo_advantage.scale = 'batch'`, still over the group's mean);
 - batch whitening (reinforce_pp, reinforce_pp_baseline, gae) uses the unbiased masked variance
   and 1e-8 inside the square root (verl's `masked_whiten`);
 - a group of one completion has no baseline: group estimators refuse it (`group_size >= 2`).
@@ -22,7 +23,7 @@ from collections.abc import Callable
 import gin
 import numpy as np
 
-from jaxrl_reason.errors import UserError
+from jaxrl_reason.errors import ConfigError, UserError
 from jaxrl_reason.named import Named
 
 
@@ -75,6 +76,7 @@ ESTIMATORS: Named[Estimator] = Named("advantage estimator")
 register = ESTIMATORS.register
 # Estimators that compare completions of one prompt: they need groups of two or more.
 GROUPED = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline", "process"}
+GRPO_SCALES = ("group", "batch", "none")  # grpo_advantage.scale
 
 
 def group_stats(values: np.ndarray, group: np.ndarray, ddof: int = 1
@@ -108,10 +110,20 @@ def _per_token(per_row: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 @register("grpo")
 @gin.configurable("grpo_advantage")
-def grpo(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1) -> Advantages:
-    """DeepSeekMath: A_i = (r_i - mean_group) / (std_group + eps), on every token of row i."""
+def grpo(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1, scale: str = "group"
+         ) -> Advantages:
+    """DeepSeekMath: A_i = (r_i - mean_group) / (std + eps), on every token of row i. `scale`
+    picks the std: "group" (the group's, the default), "batch" (of every row's reward in the
+    step: TRL's scale_rewards='batch', with eps = 1e-4 to match it) or "none" (no division:
+    r_i - mean_group, Dr. GRPO's advantage)."""
+    if scale not in GRPO_SCALES:
+        raise ConfigError(f"grpo_advantage.scale={scale!r} must be one of {GRPO_SCALES}")
     r = x.scores()
     mean, std, _ = group_stats(r, x.group, std_ddof)
+    if scale == "none":
+        return Advantages(_per_token(r - mean, x.mask))
+    if scale == "batch":
+        std = np.full(len(r), r.std(ddof=std_ddof) if len(r) > std_ddof else 0.0)
     return Advantages(_per_token((r - mean) / (std + eps), x.mask))
 
 
@@ -158,32 +170,34 @@ def reinforce_pp_baseline(x: Rewarded) -> Advantages:
 
 @register("process")
 @gin.configurable("process_advantage")
-def process(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1) -> Advantages:
-    """Process supervision (DeepSeekMath 4.1.3, Lightman et al.): every reward event of a group
-    (each row's step rewards and its outcome at the last token) is normalized with the mean and
-    std of ALL the group's events; token t's advantage is the sum of its row's normalized
-    events at positions >= t."""
+def process(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1, step_weight: float = 1.0
+            ) -> Advantages:
+    """Process supervision (DeepSeekMath 4.1.3, Lightman et al.) with an outcome reward: the
+    outcomes of a group are normalized over its rows, its step rewards over all its steps,
+    each with its OWN mean and std; token t's advantage is its row's normalized outcome plus
+    `step_weight` x the sum of its row's normalized step rewards at positions >= t.
+
+    Normalizing outcomes and steps separately is what keeps a correct answer from lowering
+    the advantage of the tokens that produce it: a right answer is never below its group's
+    mean outcome, whereas one pool of steps and outcomes (most steps right, most answers
+    wrong) puts even right answers below the pooled mean, so finishing looks worse than
+    stopping (a truncated row then trains nothing under `mask_truncated`)."""
     if x.token_rewards is not None:
         raise UserError("the process estimator normalizes step rewards; a per-token reward "
                         "(rl_learner.kl_in_reward) does not apply to it: use the KL as a loss")
-    last = x.last_positions()
-    has = x.mask.any(axis=1)
-    events = [(np.concatenate([np.asarray(p, int), [last[i]] if has[i] else []]).astype(int),
-               np.concatenate([np.asarray(v, np.float64), [x.outcome[i]] if has[i] else []]))
-              for i, (p, v) in enumerate(zip(x.step_positions, x.step_values, strict=True))]
+    mean, std, _ = group_stats(x.outcome, x.group, std_ddof)
+    outcome = (x.outcome - mean) / (std + eps)
     adv = np.zeros(x.mask.shape)
     for g in np.unique(x.group):
         rows = np.flatnonzero(x.group == g)
-        pool = np.concatenate([events[i][1] for i in rows])
-        if len(pool) <= std_ddof:
-            raise UserError(f"a group with {len(pool)} reward event(s) has no baseline: set "
-                            "rl_learner.group_size to 2 or more")
-        mean, std = pool.mean(), pool.std(ddof=std_ddof)
+        pool = np.concatenate([np.asarray(x.step_values[i], np.float64) for i in rows])
+        step_mean = pool.mean() if len(pool) else 0.0
+        step_std = pool.std(ddof=std_ddof) if len(pool) > std_ddof else 0.0
         for i in rows:
-            pos, val = events[i]
             z = np.zeros(x.mask.shape[1])
-            np.add.at(z, pos, (val - mean) / (std + eps))
-            adv[i] = np.cumsum(z[::-1])[::-1]  # sum over events at positions >= t
+            np.add.at(z, np.asarray(x.step_positions[i], int),
+                      (np.asarray(x.step_values[i], np.float64) - step_mean) / (step_std + eps))
+            adv[i] = outcome[i] + step_weight * np.cumsum(z[::-1])[::-1]  # steps at >= t
     return Advantages(adv * (x.mask > 0))
 
 

@@ -38,7 +38,10 @@ class LearnerConfig:
     (rl.rewards.REWARDS), combined by `reward_combine`. `kl_in_reward` > 0 subtracts
     kl_in_reward * KL (estimator `kl_reward_estimator`) from every token's reward; the KL loss
     term is RLLoss.kl_coef. `mask_truncated`: completions cut at max_new_tokens train nothing
-    (DAPO's overlong filtering). Dynamic sampling keeps groups whose rewards differ, up to
+    (DAPO's overlong filtering). It is off by default, and the default rewards include
+    `format` (-1 for a completion that did not stop or whose answer does not parse): with the
+    mask on and no penalty, not finishing costs nothing and the policy learns to stop
+    answering. Dynamic sampling keeps groups whose rewards differ, up to
     `max_sampling_rounds` sampler calls per step. ProRL reference resets: after
     `reset_patience` evaluations without a better validation metric and/or every `reset_every`
     steps (0 = never); `soft_sync_rate` a every `soft_sync_every` steps: ref <- a pi + (1-a) ref.
@@ -51,11 +54,11 @@ class LearnerConfig:
     num_iterations: int = 1
     mini_batches: int = 1
     advantage: str = "grpo"
-    rewards: dict = dataclasses.field(default_factory=lambda: {"outcome": 1.0})
+    rewards: dict = dataclasses.field(default_factory=lambda: {"outcome": 1.0, "format": 1.0})
     reward_combine: Literal["sum", "normalize_each"] = "sum"
     kl_in_reward: float = 0.0
     kl_reward_estimator: str = "k1"
-    mask_truncated: bool = True
+    mask_truncated: bool = False
     dynamic_sampling: bool = False
     max_sampling_rounds: int = 4
     reset_patience: int = 0
@@ -100,8 +103,15 @@ class LearnerConfig:
                 or self.soft_sync_rate > 0)
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                              n=self.group_size)
+        """The rollouts' sampling config. pi_old and the loss's pi are the full distribution at
+        `temperature`, so a truncated sampler (top-k, top-p; gin's SamplingConfig bindings
+        reach this config) would silently break the ratio: it is refused."""
+        cfg = SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                             n=self.group_size)
+        require(cfg.top_k == 0 and cfg.top_p == 1.0, "SamplingConfig.top_k / top_p",
+                (cfg.top_k, cfg.top_p), "must stay off (0, 1.0) in RL: the policy loss and "
+                "pi_old use the full distribution at rl_learner.temperature")
+        return cfg
 
 
 def shift_values(values: np.ndarray) -> np.ndarray:
@@ -124,6 +134,7 @@ class Learner:
     def __init__(self, cfg: LearnerConfig, trainer: Trainer, pad_id: int,
                  loss: RLLoss | None = None):
         self.cfg, self.trainer, self.pad_id = cfg, trainer, pad_id
+        self.sampling = cfg.sampling()
         self.loss = loss or RLLoss()
         require(trainer.loss == "rl", "Trainer.loss", trainer.loss, "must be 'rl' for RL")
         needs_ref = cfg.uses_reference or self.loss.kl_coef > 0
@@ -180,12 +191,12 @@ class Learner:
         base = {k: prep.batch[k] for k in ("tokens", "input_mask", "positions", "loss_mask")}
         timings = {}
         t0 = time.perf_counter()
-        old = self.per_chunk(lambda b: trainer.logprobs(state["params"], b, cfg.temperature),
-                             base)
+        temperature = self.sampling.temperature
+        old = self.per_chunk(lambda b: trainer.logprobs(state["params"], b, temperature), base)
         ref = values = None
         if self.loss.kl_coef > 0 or cfg.kl_in_reward > 0:
             ref = self.per_chunk(
-                lambda b: trainer.logprobs(state["ref_params"], b, cfg.temperature), base)
+                lambda b: trainer.logprobs(state["ref_params"], b, temperature), base)
         if cfg.advantage == "gae":
             values = shift_values(self.per_chunk(
                 lambda b: trainer.values(state["params"], b), base)) * mask
@@ -205,7 +216,11 @@ class Learner:
             loss_mask[:n] *= rollouts.finished[:, None]
         train = {**base, "loss_mask": loss_mask, "old_logprobs": old,
                  "advantages": advantages,
-                 "temperature": np.full((cfg.rows,), cfg.temperature, np.float32)}
+                 "temperature": np.full((cfg.rows,), temperature, np.float32),
+                 # the length-normalized aggregations' L and their global mini-batch size
+                 "max_new_tokens": np.full((cfg.rows,), cfg.max_new_tokens, np.float32),
+                 "mini_batch_rows": np.full((cfg.rows,), cfg.rows // cfg.mini_batches,
+                                            np.float32)}
         if ref is not None:
             train["ref_logprobs"] = ref
         if values is not None:
@@ -276,6 +291,6 @@ def batch_metrics(prep: Prepared, old: np.ndarray, advantages: np.ndarray,
         "adv_mean": float(adv.mean()), "adv_std": float(adv.std()),
         "adv_min": float(adv.min()), "adv_max": float(adv.max()),
         "response_len_mean": float(lengths.mean()), "response_len_max": float(lengths.max()),
-        "clipped_frac": float(1 - rollouts.finished.mean()) if len(rollouts) else 0.0,
+        "truncated_frac": float(1 - rollouts.finished.mean()) if len(rollouts) else 0.0,
         "train_tokens": float(train.sum()),
     }

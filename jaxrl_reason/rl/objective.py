@@ -4,7 +4,10 @@
 Batch fields it reads (aligned with `tokens`, built by `rl.learner`): `loss_mask`,
 `old_logprobs` (pi_old: the sampling policy's log-probs recomputed by the trainer),
 `advantages`, `temperature` [B] (the sampling temperature), and when used `ref_logprobs`,
-`returns` and `old_values` (the critic's values of the states each token was drawn from).
+`returns` and `old_values` (the critic's values of the states each token was drawn from);
+optionally `max_new_tokens` [B] (the generation budget: the aggregations' L unless
+`RLLoss.norm_length` sets it) and `mini_batch_rows` [B] (rows of the global mini-batch, empty
+ones included; without it the loss takes its batch for the whole mini-batch).
 Hyperparameters are the gin-configurable `RLLoss`, read when the train step is traced.
 
 The per-token loss is pg + kl_coef * kl - entropy_coef * entropy + value_coef * vf, and the
@@ -30,7 +33,9 @@ from jaxrl_reason.training.losses import Forward, LossOut, register
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class RLLoss:
-    """`norm_length`: the constant of seq-mean-token-sum-norm (set it to the generation budget).
+    """`norm_length`: L, the constant of the length-normalized aggregations
+    (seq-mean-token-sum-norm, seq-mean-token-sum-norm-verl, dr-grpo-trl); None (the default)
+    is the generation budget rl_learner.max_new_tokens, which the RL learner puts in the batch.
     `kl_coef` > 0 needs the trainer's reference (Trainer.reference = True); `value_coef` > 0
     needs the value head; `value_clip` bounds the value prediction's move from its old value
     (PPO's value clipping; None = off)."""
@@ -40,7 +45,7 @@ class RLLoss:
     eps_high: float = 0.2
     dual_clip: float | None = None
     aggregation: str = "token-mean"
-    norm_length: float = 1.0
+    norm_length: float | None = None
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
     entropy_coef: float = 0.0
@@ -56,7 +61,8 @@ class RLLoss:
         require(self.eps_high >= 0, "RLLoss.eps_high", self.eps_high, "must be >= 0")
         require(self.dual_clip is None or self.dual_clip > 1, "RLLoss.dual_clip",
                 self.dual_clip, "must be > 1 or None")
-        require(self.norm_length > 0, "RLLoss.norm_length", self.norm_length, "must be > 0")
+        require(self.norm_length is None or self.norm_length > 0, "RLLoss.norm_length",
+                self.norm_length, "must be > 0 or None (the generation budget)")
         for name in ("kl_coef", "entropy_coef", "value_coef"):
             require(getattr(self, name) >= 0, f"RLLoss.{name}", getattr(self, name),
                     "must be >= 0")
@@ -87,6 +93,18 @@ def value_loss(pred: jax.Array, old: jax.Array, returns: jax.Array, clip: float 
     return 0.5 * jnp.maximum(full, clipped), (clipped > full).astype(jnp.float32)
 
 
+def norm_inputs(batch: dict[str, jax.Array], mask: jax.Array, cfg: RLLoss
+                ) -> tuple[jax.Array | float | None, jax.Array | float]:
+    """(L, rows of the global mini-batch) for the aggregation: L is `cfg.norm_length`, else the
+    batch's generation budget (None without either); rows from the batch, else this batch's."""
+    norm = cfg.norm_length
+    if norm is None and "max_new_tokens" in batch:
+        norm = batch["max_new_tokens"].astype(jnp.float32).max()
+    rows = (batch["mini_batch_rows"].astype(jnp.float32).max() if "mini_batch_rows" in batch
+            else float(mask.shape[0]))
+    return norm, rows
+
+
 def policy_gradient_loss(fwd: Forward, batch: dict[str, jax.Array], cfg: RLLoss) -> LossOut:
     """(sum of weighted per-token losses, the aggregation's count, metrics)."""
     mask = batch["loss_mask"].astype(jnp.float32)
@@ -98,7 +116,7 @@ def policy_gradient_loss(fwd: Forward, batch: dict[str, jax.Array], cfg: RLLoss)
     ent = jnp.pad(entropy(logp_all), ((0, 0), (1, 0)))
     old, adv = batch["old_logprobs"], batch["advantages"]
     pg, indicators = policy_losses.get(cfg.policy_loss)(logp, old, adv, mask, cfg.clip)
-    weights, count = aggregation.get(cfg.aggregation)(mask, cfg.norm_length)
+    weights, count = aggregation.get(cfg.aggregation)(mask, *norm_inputs(batch, mask, cfg))
     total = pg - cfg.entropy_coef * ent
     agg = lambda x: ((x * weights).sum(), count)  # noqa: E731
     tokens = mask.sum()

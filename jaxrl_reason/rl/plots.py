@@ -1,4 +1,4 @@
-"""Plots of RL runs from their metrics.jsonl records: held-out accuracy and reward per step."""
+"""Plots of RL runs from their metrics.jsonl records: validation accuracy and reward per step."""
 
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ def _series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
 
 def compare_plot(runs: dict[str, Sequence[dict]], path: str, title: str = "",
                  x: str = "step") -> None:
-    """Left: held-out greedy accuracy; right: mean training reward; one line per run. `x`
-    "step" or "minutes" (wall time since the run's first record)."""
+    """Left: validation greedy accuracy (solid) and sampled pass@1 (dashed, where recorded);
+    right: mean training reward; one color per run. `x` "step" or "minutes" (wall time since
+    the run's first record)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, records in runs.items():
-        for ax, key, style in ((left, "acc", "o-"), (right, "reward_mean", "-")):
+    for i, (label, records) in enumerate(runs.items()):
+        for ax, key, style in ((left, "acc", "o-"), (left, "pass@1", "s--"),
+                               (right, "reward_mean", "-")):
             steps, values = _series(records, key)
             if x == "minutes":
                 t0 = records[0]["time"]
                 steps = [(r["time"] - t0) / 60 for r in records if key in r]
-            ax.plot(steps, values, style, markersize=3, label=label)
-    left.set_ylabel("held-out accuracy (greedy)")
+            ax.plot(steps, values, style, markersize=3, color=f"C{i % 10}",
+                    label=None if key == "pass@1" else label)
+    left.set_ylabel("validation: greedy (solid), sampled pass@1 (dashed)")
     right.set_ylabel("mean training reward")
     for ax in (left, right):
         ax.set_xlabel("wall minutes" if x == "minutes" else "RL step")
@@ -39,9 +42,9 @@ def training_plot(records: Sequence[dict], path: str) -> None:
     """One run: held-out accuracy and its training reward / accuracy against step."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     steps, acc = _series(records, "acc")
-    left.plot(steps, acc, "o-", label="held-out accuracy (greedy)")
+    left.plot(steps, acc, "o-", label="validation accuracy (greedy)")
     for k in sorted({int(key[5:]) for r in records for key in r
-                     if key.startswith("pass@") and "/" not in key}):
+                     if key.startswith("pass@") and key[5:].isdigit()}):
         s, v = _series(records, f"pass@{k}")
         left.plot(s, v, "--", marker=".", label=f"pass@{k} (T sampled)")
     resets = [r["step"] for r in records if r.get("reset")]

@@ -70,5 +70,20 @@ def gspo_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: jax.Ar
     return clipped_objective(jnp.minimum(log_ratio, 10.0), adv, clip)
 
 
+@register("gspo_sequence")
+def gspo_sequence_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: jax.Array,
+                       clip: Clip) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """TRL's importance_sampling_level='sequence': one ratio per sequence, s_i = exp(mean_t
+    log(pi/pi_old)), with the gradient THROUGH the mean, clipped as a whole; every token of
+    row i carries -min(s_i A_t, clip(s_i) A_t) (log s_i clamped to +-20 like every ratio
+    here, not capped at 10 as `gspo` is). Equal to `gspo` in value (under its cap), and in
+    gradient when a row's advantages and aggregation weights are uniform; otherwise
+    (per-token advantages: process, gae) token t's gradient is -s_i sum_t' w_t' A_t' / |o_i|
+    (w the aggregation's weights, over unclipped tokens) where `gspo`'s is -s_i w_t A_t."""
+    lengths = jnp.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+    seq = ((logp - old_logp) * mask).sum(axis=1, keepdims=True) / lengths
+    return clipped_objective(jnp.broadcast_to(seq, logp.shape), adv, clip)
+
+
 def get(name: str) -> PolicyLoss:
     return LOSSES.pick(name)

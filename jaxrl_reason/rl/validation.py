@@ -1,7 +1,10 @@
-"""Validation of a policy during RL: greedy accuracy and pass@k, per difficulty.
+"""How good a policy is: greedy accuracy and sampled pass@k, per difficulty, with standard
+errors over problems.
 
-pass@k is the unbiased estimator of Chen et al. 2021 from n >= k samples of which c are
-correct: 1 - C(n - c, k) / C(n, k), averaged over problems.
+RL optimizes the SAMPLED reward, so sampled pass@1 (at the rollout temperature) is its headline
+metric, greedy accuracy beside it. pass@k is the unbiased estimator of Chen et al. 2021 from
+n >= k samples of which c are correct: 1 - C(n - c, k) / C(n, k), averaged over problems; its
+standard error is that of the mean of the per-problem estimates.
 """
 
 from __future__ import annotations
@@ -33,12 +36,38 @@ def pass_at_ks(correct: Sequence[Sequence[bool]], ks: Sequence[int]) -> dict[int
             for k in ks}
 
 
-def greedy_accuracy(sampler: Sampler, params, task: Task, tok: Tokenizer,
-                    problems: Sequence[Problem], max_new_tokens: int) -> dict[str, float]:
-    """{"acc": ..., "acc/<difficulty>": ...} of greedy decoding."""
-    cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
-    return evaluation.accuracy_by_difficulty(
-        evaluation.rollouts(sampler, params, task, tok, problems, cfg))
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and its standard error (sample std with ddof 1 / sqrt(n); 0 for n < 2)."""
+    v = np.asarray(values, np.float64)
+    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+    return float(v.mean()), se
+
+
+def policy_report(sampler: Sampler, params, task: Task, tok: Tokenizer,
+                  problems: Sequence[Problem], max_new_tokens: int, temperature: float,
+                  samples: int, ks: Sequence[int], key: jax.Array) -> dict[str, float]:
+    """Greedy accuracy and sampled pass@k (each k <= `samples`, from `samples` completions per
+    problem at `temperature`), each with its standard error (`*_se`), overall and per
+    difficulty (`acc/<d>`, `pass@k/<d>`)."""
+    greedy = evaluation.rollouts(sampler, params, task, tok, problems,
+                                 SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0))
+    drawn = evaluation.rollouts(sampler, params, task, tok, problems,
+                                SamplingConfig(max_new_tokens=max_new_tokens,
+                                               temperature=temperature, n=samples), key)
+    per: dict[str, list[float]] = defaultdict(list)
+    for i, (p, g) in enumerate(zip(problems, greedy, strict=True)):
+        c = sum(r.check.correct for r in drawn[i * samples:(i + 1) * samples])
+        values = {"acc": float(g.check.correct),
+                  **{f"pass@{k}": pass_at_k(samples, c, k) for k in ks if k <= samples}}
+        for name, v in values.items():
+            per[name].append(v)
+            per[f"{name}/{p.difficulty}"].append(v)
+    out = {}
+    for name in sorted(per):
+        out[name], se = mean_and_se(per[name])
+        if "/" not in name:
+            out[f"{name}_se"] = se
+    return out
 
 
 def sampled_pass_at_k(sampler: Sampler, params, task: Task, tok: Tokenizer,

@@ -33,22 +33,21 @@ def supervised_steps(labels: Sequence[float]) -> np.ndarray:
 def answer_line_labels(step_texts: Sequence[str], check: Check) -> list[bool]:
     """The exact label of each step of a GSM8K-form solution.
 
-    The m-th non-empty line before the answer line takes `check.steps[m]` (a line past the
-    problem's steps is wrong; an empty line is wrong); the answer line, and anything after it,
-    is right iff the final answer is. Needs a checker that judges steps (`check.steps`)."""
+    Step k before the answer line takes `check.steps[k]`: the checkers count every line, an
+    empty one included, so verdict k is line k's (the RL step reward reads them the same way);
+    a line past the problem's steps is wrong, and so is an empty line. The answer line, and
+    anything after it, is right iff the final answer is. Needs a checker that judges steps
+    (`check.steps`)."""
     if check.steps is None:
         raise ValueError("exact step labels need a task whose checker judges steps "
                          "(Check.steps is None); use Monte-Carlo labels instead")
-    labels, line, answered = [], 0, False
-    for text in step_texts:
+    labels, answered = [], False
+    for k, text in enumerate(step_texts):
         answered = answered or text.strip().startswith(ANSWER_TAG)
         if answered:
             labels.append(bool(check.correct))
-        elif not text.strip():
-            labels.append(False)
         else:
-            labels.append(line < len(check.steps) and bool(check.steps[line]))
-            line += 1
+            labels.append(bool(text.strip()) and k < len(check.steps) and bool(check.steps[k]))
     return labels
 
 
