@@ -12,7 +12,9 @@ import dataclasses
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,10 +112,12 @@ def time_calls(fn: Callable[[], Any], n: int, cpu: list[float] | None = None) ->
     return times
 
 
-def timed_phases(obj: Any, phases: dict[str, str]) -> dict[str, list[float]]:
+def timed_phases(obj: Any, phases: dict[str, str],
+                 ready: Callable[[], Any] | None = None) -> dict[str, list[float]]:
     """Replaces obj's (jitted) callables, {attribute: phase}, with wrappers that block on their
-    outputs and append their wall and CPU seconds to the returned {phase: [wall s],
-    phase + "_cpu": [CPU s]} (clear its lists to drop warm-up calls)."""
+    outputs (and on `ready()` where given: e.g. the weights a call updates in place) and append
+    their wall and CPU seconds to the returned {phase: [wall s], phase + "_cpu": [CPU s]}
+    (clear its lists to drop warm-up calls). Several attributes may share a phase."""
     import jax
 
     times: dict[str, list[float]] = {}
@@ -124,6 +128,8 @@ def timed_phases(obj: Any, phases: dict[str, str]) -> dict[str, list[float]]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             c0, t0 = time.process_time(), time.perf_counter()
             out = jax.block_until_ready(fn(*args, **kwargs))
+            if ready is not None:
+                jax.block_until_ready(ready())
             times[phase].append(time.perf_counter() - t0)
             times[phase + "_cpu"].append(time.process_time() - c0)
             return out
@@ -186,6 +192,77 @@ def make_mesh(args: argparse.Namespace):
 def summarize(times: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(times), "mean_s": statistics.fmean(times),
             "min_s": min(times)}
+
+
+# ---- against another library's code, run by its own interpreter (scripts/bench_vs_tunix.py,
+# scripts/bench_grpo_step.py) ----------------------------------------------------------------
+SHAPE_FLAGS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "d_ff", "vocab")
+
+
+def add_shape_flags(parser: argparse.ArgumentParser) -> None:
+    """The decoder shape both sides build (tunix's Llama3 and our Transformer), float32."""
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--d_model", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv_heads", type=int, default=2)
+    parser.add_argument("--head_dim", type=int, default=64)
+    parser.add_argument("--d_ff", type=int, default=1024)
+    parser.add_argument("--vocab", type=int, default=8192)
+
+
+def our_model_config(args: argparse.Namespace, max_len: int):
+    """Our ModelConfig of the --layers ... --vocab shape."""
+    from jaxrl_reason.models.transformer import ModelConfig
+
+    return ModelConfig(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.layers,
+                       n_heads=args.heads, n_kv_heads=args.kv_heads, head_dim=args.head_dim,
+                       d_ff=args.d_ff, max_len=max_len)
+
+
+def shape_line(args: argparse.Namespace) -> str:
+    return (f"{args.layers} layers, d_model {args.d_model}, heads {args.heads}/{args.kv_heads} x "
+            f"{args.head_dim}, d_ff {args.d_ff}, vocab {args.vocab}, float32")
+
+
+def check_python(parser: argparse.ArgumentParser, python: str) -> None:
+    if not os.access(python, os.X_OK):
+        parser.error(f"--tunix_python={python}: not an executable")
+
+
+class SideProcess:
+    """A script run by another interpreter (e.g. a virtualenv with google-tunix), held open:
+    one JSON line in, one JSON line out per request. Its stderr goes to a temporary log whose
+    tail is shown if it dies. The first request (`spec`) is answered once it is ready."""
+
+    def __init__(self, python: str, script: Path, spec: dict[str, Any]):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"{script.stem}_", suffix=".log")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        self.proc = subprocess.Popen([python, str(script)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
+        self.info = self.ask(spec)
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            tail = "".join(self.log.readlines()[-15:])
+            raise SystemExit(f"the side process exited (code {self.proc.wait()}):\n{tail}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+        self.log.close()
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def median_min_max(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def report(lines: list[str], summary: dict[str, Any]) -> None:

@@ -37,11 +37,11 @@ class IdTokenizer:
         return 0
 
 
-def build(spec: dict):
+def build_model(spec: dict):
+    """tunix's Llama3 of the spec's shape, random weights (float32)."""
     import jax
     import numpy as np
     from flax import nnx
-    from tunix.generate import sampler as sampler_lib
     from tunix.models.llama3 import model as llama3
 
     cfg = llama3.ModelConfig(
@@ -55,10 +55,16 @@ def build(spec: dict):
     rng = np.random.default_rng(0)
     leaves = [jax.numpy.asarray(rng.normal(0, 0.02, x.shape), x.dtype) for x in leaves]
     nnx.update(model, jax.tree.unflatten(treedef, leaves))
+    return model
+
+
+def build(spec: dict):
+    from tunix.generate import sampler as sampler_lib
+
     cache = sampler_lib.CacheConfig(cache_size=spec["prompt_len"] + spec["gen_len"],
                                     num_layers=spec["layers"], num_kv_heads=spec["kv_heads"],
                                     head_dim=spec["head_dim"])
-    return sampler_lib.Sampler(model, IdTokenizer(), cache)
+    return sampler_lib.Sampler(build_model(spec), IdTokenizer(), cache)
 
 
 def main() -> None:

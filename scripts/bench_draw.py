@@ -5,12 +5,16 @@
 
 Each variant runs --steps draws over [batch, vocab] log-probs inside one jitted fori_loop (a
 fresh fold_in key per step, as the sampler's decode loop does), so dispatch is not timed:
-  gumbel       the Gumbel noise alone (what any exact categorical draw must generate);
+  gumbel       jax.random.gumbel alone (what any exact categorical draw must generate; on CPU
+               jax hashes its counters in a rolled loop of 5 iterations);
+  unrolled     sampling.distribution.gumbel: the same noise, bit for bit, its hash unrolled;
   categorical  jax.random.categorical (argmax of log-probs + Gumbel noise), what tunix calls;
-  draw         sampling.distribution.draw, the same argmax as a max and a min over indices;
+  draw         sampling.distribution.draw: the same argmax as a max and a min over indices,
+               over the unrolled noise;
   greedy       draw with greedy=True (argmax of the log-probs, no noise).
 Prints the best of --repeats calls in wall and CPU seconds of this process per --steps draws,
-whether `draw` picked exactly categorical's tokens, and the whole result as one JSON line.
+whether `draw` picked exactly categorical's tokens and whether the unrolled noise is
+jax.random.gumbel's bit for bit (over all --steps keys), and the whole result as one JSON line.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxrl_reason.sampling.distribution import draw
+    from jaxrl_reason.sampling.distribution import draw, gumbel
 
     shape = (args.batch, args.vocab)
     variants = {
         "gumbel": lambda k, lp: jax.random.gumbel(k, shape).max(axis=-1) > 0,
+        "unrolled": lambda k, lp: gumbel(k, shape).max(axis=-1) > 0,
         "categorical": lambda k, lp: jax.random.categorical(k, lp, axis=-1),
         "draw": lambda k, lp: draw(k, lp, False)[0],
         "greedy": lambda k, lp: draw(k, lp, True)[0],
@@ -65,13 +70,20 @@ def main() -> None:
         wall = common.time_calls(call, args.repeats, cpu)
         results[name] = {"wall_s": min(wall), "cpu_s": min(cpu)}
     same = bool(np.array_equal(tokens["draw"], tokens["categorical"]))
+    noise = jax.jit(lambda k: jax.vmap(
+        lambda i: jnp.stack([jax.random.gumbel(jax.random.fold_in(k, i), shape),
+                             gumbel(jax.random.fold_in(k, i), shape)]))(jnp.arange(args.steps)))
+    pairs = np.asarray(noise(key)).view(np.uint32)
+    same_noise = bool(np.array_equal(pairs[:, 0], pairs[:, 1]))
     lines = [f"[{args.batch}, {args.vocab}] log-probs, {args.steps} draws per call, best of "
              f"{args.repeats}"]
     lines += [f"{name:12s} wall {r['wall_s'] * 1e3:8.1f} ms   CPU {r['cpu_s'] * 1e3:8.1f} ms"
               for name, r in results.items()]
     lines.append(f"draw == categorical, token for token: {same}")
+    lines.append(f"unrolled == jax.random.gumbel, bit for bit: {same_noise}")
     common.report(lines, {"bench": "draw", "batch": args.batch, "vocab": args.vocab,
-                          "steps": args.steps, "variants": results, "same_tokens": same})
+                          "steps": args.steps, "variants": results, "same_tokens": same,
+                          "same_noise": same_noise})
 
 
 if __name__ == "__main__":

@@ -25,12 +25,9 @@ min-max over rounds, and the whole result as one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import _bench_common as common
@@ -43,13 +40,7 @@ def parse() -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tunix_python", required=True,
                         help="python of a virtualenv with google-tunix installed")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--d_model", type=int, default=256)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--kv_heads", type=int, default=2)
-    parser.add_argument("--head_dim", type=int, default=64)
-    parser.add_argument("--d_ff", type=int, default=1024)
-    parser.add_argument("--vocab", type=int, default=8192)
+    common.add_shape_flags(parser)
     parser.add_argument("--batch", type=int, default=64, help="rows (distinct prompts x n)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (divides --batch)")
     parser.add_argument("--prompt_len", type=int, default=64)
@@ -63,8 +54,7 @@ def parse() -> argparse.Namespace:
     args = parser.parse_args()
     if args.batch % args.n:
         parser.error("--n must divide --batch")
-    if not os.access(args.tunix_python, os.X_OK):
-        parser.error(f"--tunix_python={args.tunix_python}: not an executable")
+    common.check_python(parser, args.tunix_python)
     if min(args.rounds, args.steps, args.gen_len, args.prompt_len) < 1:
         parser.error("--rounds, --steps, --gen_len and --prompt_len must be >= 1")
     return args
@@ -77,12 +67,10 @@ class Ours:
         import jax
         from flax import nnx
 
-        from jaxrl_reason.models.transformer import ModelConfig, Transformer
+        from jaxrl_reason.models.transformer import Transformer
         from jaxrl_reason.sampling.sampler import Sampler, SamplingConfig
 
-        cfg = ModelConfig(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.layers,
-                          n_heads=args.heads, n_kv_heads=args.kv_heads, head_dim=args.head_dim,
-                          d_ff=args.d_ff, max_len=args.prompt_len + args.gen_len + 16)
+        cfg = common.our_model_config(args, args.prompt_len + args.gen_len + 16)
         self.sampler = Sampler(cfg, stop_tokens=[])
         make = lambda: nnx.state(Transformer(cfg, nnx.Rngs(params=0)), nnx.Param)
         self.sampler.load(jax.jit(make)())
@@ -110,32 +98,17 @@ class Tunix:
     """tunix's Sampler in a subprocess of its own interpreter, one JSON line per request."""
 
     def __init__(self, args: argparse.Namespace, rows: list[list[int]]):
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench_tunix_", suffix=".log")
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        self.proc = subprocess.Popen([args.tunix_python, str(TUNIX_SIDE)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
-        spec = {k: getattr(args, k) for k in ("layers", "d_model", "heads", "kv_heads",
-                                              "head_dim", "d_ff", "vocab", "prompt_len",
-                                              "gen_len", "temperature", "warmup")}
-        self.info = self._ask({**spec, "rows": rows, "logprobs": not args.no_logprobs})
-
-    def _ask(self, request: dict) -> dict:
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            self.log.seek(0)
-            tail = "".join(self.log.readlines()[-15:])
-            raise SystemExit(f"the tunix side exited (code {self.proc.wait()}):\n{tail}")
-        return json.loads(line)
+        spec = {k: getattr(args, k) for k in (*common.SHAPE_FLAGS, "prompt_len", "gen_len",
+                                              "temperature", "warmup")}
+        self.side = common.SideProcess(args.tunix_python, TUNIX_SIDE, {
+            **spec, "rows": rows, "logprobs": not args.no_logprobs})
+        self.info = self.side.info
 
     def run(self, steps: int) -> dict[str, list[float]]:
-        return self._ask({"steps": steps})
+        return self.side.ask({"steps": steps})
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-        self.log.close()
+        self.side.close()
 
 
 KINDS = ("decode", "generate", "decode_cpu", "generate_cpu")
@@ -189,8 +162,7 @@ def main() -> None:
         "layers", "d_model", "heads", "kv_heads", "head_dim", "d_ff", "vocab", "batch", "n",
         "prompt_len", "gen_len", "temperature")}, "logprobs": not args.no_logprobs,
         "steps": args.steps, "tunix": tunix.info, "rounds": rounds}
-    report = [f"{args.layers} layers, d_model {args.d_model}, heads {args.heads}/{args.kv_heads}"
-              f" x {args.head_dim}, d_ff {args.d_ff}, vocab {args.vocab}, float32; batch "
+    report = [f"{common.shape_line(args)}; batch "
               f"{args.batch} = {args.batch // args.n} prompts x {args.n}, prompt "
               f"{args.prompt_len} + gen {args.gen_len}, temperature {args.temperature}"]
     for kind in KINDS:

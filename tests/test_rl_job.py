@@ -98,7 +98,8 @@ def test_rl_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     assert [r["step"] for r in records] == list(range(STEPS + 1))
     assert [r["reset"] for r in records[1:]] == [0, 0, 1, 0, 0, 1]
     assert all(r["updates"] >= 1 for r in records[1:])  # it did train
-    assert {"acc", "pass@1", "pass@2"} <= set(records[3]) and "pass@2/2" in records[6]
+    assert {"acc", "pass@1", "pass@2"} <= set(records[3])
+    assert any(k.startswith("pass@2/") for k in records[6])  # per difficulty
     # the test split is read at step 0 and after the last step only, with standard errors
     tested = [r["step"] for r in records if "test/acc" in r]
     assert tested == [0, STEPS] and {"test/pass@2", "test/pass@2_se"} <= set(records[0])

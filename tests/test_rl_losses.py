@@ -327,10 +327,17 @@ def test_rl_step_is_the_same_on_1_and_8_devices_and_4_micro_batches(devices):
         for k in metrics:
             np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=3e-5, atol=1e-7,
                                        err_msg=f"{k} on {mesh} x{accum}")
-        # Adam's first step is ~lr * sign(g): a gradient entry near 0 turns rounding of the
-        # reordered sums into up to ~4e-5 here (the loss and grad_norm above are the sharp test)
-        for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params), strict=True):
-            np.testing.assert_allclose(x, y, atol=1e-4, rtol=1e-5)
+        # Adam's first step is ~lr * sign(g): the rounding of a reordered sum can move a
+        # near-zero gradient entry's step by up to 2 lr, i.e. ~2 / sqrt(#params) = 1e-2 of the
+        # update's norm per flipped sign (on some CPUs), so the claim checked here is the step
+        # as a whole (seen here: 5e-6; the loss and grad_norm above are the sharp test)
+        update = lambda p: np.concatenate([  # noqa: E731
+            (np.asarray(x) - np.asarray(x0)).ravel() for x, x0 in
+            zip(jax.tree.leaves(p), jax.tree.leaves(jax.device_get(init_params(TINY))),
+                strict=True)])
+        got, want = update(params), update(ref_params)
+        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert rel < 3e-2, f"the update on {mesh} x{accum} differs by {rel:.2e} of its norm"
 
 
 def test_gradients_are_finite_with_banned_ids_and_padding():

@@ -14,6 +14,7 @@ from conftest import TINY, forward, init_params
 from jaxrl_reason.sampling.distribution import (
     draw,
     first_argmax,
+    gumbel,
     sampling_logprobs,
     top_k_mask,
     top_p_mask,
@@ -186,6 +187,17 @@ def test_draw_is_jax_categorical_token_for_token():
         want = jax.random.categorical(key, logp, axis=-1)
         np.testing.assert_array_equal(jax.jit(draw, static_argnums=2)(key, logp, False)[0], want)
         np.testing.assert_array_equal(draw(key, logp, False)[0], want)
+
+
+@pytest.mark.parametrize("shape", [(64, 300), (7, 130), (3, 2, 8191)])
+def test_gumbel_is_jax_random_gumbel_bit_for_bit(shape):
+    """The draw's noise (the Threefry hash unrolled, faster on CPU) is jax.random.gumbel's,
+    bit for bit, and a key it cannot reproduce (a raw uint32 key) falls back to it."""
+    for seed in (0, 1, 12345):
+        key = jax.random.key(seed)
+        np.testing.assert_array_equal(gumbel(key, shape), jax.random.gumbel(key, shape))
+    raw = jax.random.PRNGKey(3)
+    np.testing.assert_array_equal(gumbel(raw, shape), jax.random.gumbel(raw, shape))
 
 
 @pytest.mark.parametrize("cfg", [
