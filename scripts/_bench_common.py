@@ -199,6 +199,19 @@ def summarize(times: list[float]) -> dict[str, float]:
 SHAPE_FLAGS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "d_ff", "vocab")
 
 
+def tunix_parser(doc: str) -> argparse.ArgumentParser:
+    """The flags every ours-against-tunix benchmark takes: tunix's python, the decoder shape,
+    the prompt and generation lengths."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tunix_python", required=True,
+                        help="python of a virtualenv with google-tunix installed")
+    add_shape_flags(parser)
+    parser.add_argument("--prompt_len", type=int, default=64)
+    parser.add_argument("--gen_len", type=int, default=64)
+    return parser
+
+
 def add_shape_flags(parser: argparse.ArgumentParser) -> None:
     """The decoder shape both sides build (tunix's Llama3 and our Transformer), float32."""
     parser.add_argument("--layers", type=int, default=4)

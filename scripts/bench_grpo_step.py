@@ -55,15 +55,9 @@ TUNIX_PHASES = ("sample", "score", "logprobs", "update")
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tunix_python", required=True,
-                        help="python of a virtualenv with google-tunix installed")
-    common.add_shape_flags(parser)
+    parser = common.tunix_parser(__doc__)
     parser.add_argument("--prompts", type=int, default=8, help="distinct prompts per step (B)")
     parser.add_argument("--group", type=int, default=8, help="samples per prompt (G)")
-    parser.add_argument("--prompt_len", type=int, default=64)
-    parser.add_argument("--gen_len", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--num_iterations", type=int, default=1, help="mu: passes per step")
     parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient (0 = none)")

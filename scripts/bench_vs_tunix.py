@@ -36,15 +36,9 @@ TUNIX_SIDE = Path(__file__).resolve().parent / "_bench_tunix_side.py"
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tunix_python", required=True,
-                        help="python of a virtualenv with google-tunix installed")
-    common.add_shape_flags(parser)
+    parser = common.tunix_parser(__doc__)
     parser.add_argument("--batch", type=int, default=64, help="rows (distinct prompts x n)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt (divides --batch)")
-    parser.add_argument("--prompt_len", type=int, default=64)
-    parser.add_argument("--gen_len", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     parser.add_argument("--no_logprobs", action="store_true",
                         help="tunix skips its log-probs (ours always computes them)")
