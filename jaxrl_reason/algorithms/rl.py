@@ -139,14 +139,16 @@ def rl(
     require(reset_metric in ("acc", "pass@1") or pass_every == eval_every, "rl.reset_metric",
             reset_metric, "must be 'acc' or 'pass@1' unless pass@k runs at every evaluation")
 
+    large_ks = tuple(k for k in pass_ks if k > 1)
+
     def validate(params, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
         out = validation.policy_report(s.sampler, params, task, s.tok, valid, eval_tokens,
                                        cfg.temperature, eval_samples, (1,),
                                        rng.key(seed, step, "valid"))
-        if step % pass_every == 0 or step == steps:
+        if large_ks and (step % pass_every == 0 or step == steps):  # pass@1 is the above's
             out.update(validation.sampled_pass_at_k(
-                s.sampler, params, task, s.tok, valid[:pass_k_problems], pass_ks,
+                s.sampler, params, task, s.tok, valid[:pass_k_problems], large_ks,
                 cfg.temperature, eval_tokens, rng.key(seed, step, "pass_k")))
         return {**out, "time/eval": time.perf_counter() - t0}
 
