@@ -25,6 +25,8 @@ flags.DEFINE_string(
     "workdir", None, "Run directory: config, metrics, checkpoints. Re-use it to resume. "
     "A gs:// path works with gcsfs installed."
 )
+flags.DEFINE_integer("step", None, "Read-only jobs (evaluate, sample, export): the checkpoint "
+                     "step to read (default: the latest).")
 flags.DEFINE_string("coordinator_address", None,
                     "Multi-process runs: host:port of process 0's coordinator (else detected: "
                     "TPU VM slices, SLURM, Open MPI).")

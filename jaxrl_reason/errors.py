@@ -14,6 +14,8 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import gin
+
 
 class UserError(Exception):
     """An error the user fixes by changing a flag, a binding or a path."""
@@ -49,6 +51,10 @@ def _matches(value: Any, hint: Any) -> bool | None:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
+    if getattr(hint, "_is_runtime_protocol", False):  # a task capability: data.tasks.LengthTask
+        # a gin reference (`@AdditionTask()`) is checked once it is built, by the call
+        return None if isinstance(value, gin.config.ConfigurableReference) else isinstance(
+            value, hint)
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, tuple | list):
@@ -71,7 +77,8 @@ def _describe(hint: Any) -> str:
 
 def check_types(owner: str, values: dict[str, Any], hints: dict[str, Any]) -> None:
     """Checks each value whose hint is simple (int, float, bool, str, Literal choices, tuples,
-    unions of those); other hints (classes, protocols) are left to the code that uses them."""
+    unions of those, runtime-checkable protocols); other hints (classes) are left to the code
+    that uses them."""
     for name, value in values.items():
         hint = hints.get(name)
         if hint is not None and _matches(value, hint) is False:

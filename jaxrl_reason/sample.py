@@ -1,9 +1,10 @@
 """Prints completions from a checkpoint.
 
-    python -m jaxrl_reason.sample --workdir=DIR [--prompt='12+34\n']
+    python -m jaxrl_reason.sample --workdir=DIR [--question='4821+977'] [--prompt='...']
 
-With --prompt, samples that text; otherwise samples problems of the configured task and shows
-the checker's verdict next to each completion.
+--question is a problem as a person writes it: the run's task puts it in its prompt format
+(reversed digits, a chat template, ...). --prompt is sent exactly as given. With neither, it
+samples problems of the run's task and shows the checker's verdict next to each completion.
 """
 
 import itertools
@@ -13,17 +14,21 @@ from absl import flags
 
 from jaxrl_reason import (
     cli,
-    evaluate,
+    common,
     registry,  # noqa: F401  (registers every configurable with gin)
+    rollouts,
 )
-from jaxrl_reason.algorithms import common, evaluation
-from jaxrl_reason.data.batching import decode_completions, encode_prompt
-from jaxrl_reason.data.tasks import Task
+from jaxrl_reason.data.batching import encode_prompt
+from jaxrl_reason.data.tasks import QuestionTask, Task
+from jaxrl_reason.errors import UserError
 from jaxrl_reason.sampling.sampler import SamplingConfig
 
 flags.DEFINE_multi_string(
-    "prompt", [], "Prompt text(s); '\\n' is unescaped. Default: task problems."
+    "prompt", [], "Prompt text(s), sent as given; '\\n' is unescaped. Default: task problems."
 )
+flags.DEFINE_multi_string(
+    "question", [], "Question(s) as a person writes them (e.g. '4821+977'), put in the prompt "
+    "format of the run's task.")
 
 
 @gin.configurable(denylist=["workdir"])
@@ -40,19 +45,35 @@ def sample(
     completions."""
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     s = common.build()
-    params, _ = evaluate.restore_params(s, workdir, flags.FLAGS.step, model)
+    params, _ = common.restore_params(s, workdir, flags.FLAGS.step, model)
+    task = task or common.run_task(workdir)
+    if flags.FLAGS.question:
+        if not isinstance(task, QuestionTask):
+            raise UserError(f"--question: the task {task.name!r} cannot read a typed question; "
+                            "pass --prompt with the exact prompt text it was trained on")
+        problems = [task.from_question(q) for q in flags.FLAGS.question]
+        for r in rollouts.sample_and_check(s.sampler, params, task, s.tok, problems, sampling,
+                                           seed):
+            print(f"--- {r.problem.question!r} as prompt {r.prompt!r}\n{r.completion}")
+        return
     if flags.FLAGS.prompt:
         prompts = [p.replace("\\n", "\n") for p in flags.FLAGS.prompt]
+        if isinstance(task, QuestionTask) and not any(p.endswith("\n") for p in prompts):
+            print("note: --prompt is sent as given; --question='...' formats a question the "
+                  f"way the run's task does, e.g. {task.prompt(_example(task))!r}")
         s.sampler.load(params)
         out = s.sampler.generate([encode_prompt(s.tok, p) for p in prompts], sampling, seed)
-        for i, text in zip(out.prompt_index, decode_completions(s.tok, out), strict=True):
+        for i, text in zip(out.prompt_index, rollouts.decode_completions(s.tok, out), strict=True):
             print(f"--- prompt: {prompts[i]!r}\n{text}")
         return
-    task = task or evaluate._run_task()
     problems = list(itertools.islice(task.problems("test", seed), num_problems))
-    for r in evaluation.rollouts(s.sampler, params, task, s.tok, problems, sampling, seed):
+    for r in rollouts.sample_and_check(s.sampler, params, task, s.tok, problems, sampling, seed):
         verdict = "CORRECT" if r.check.correct else f"WRONG (gold {r.problem.answer})"
         print(f"--- {r.prompt!r} -> {verdict} steps={r.check.steps}\n{r.completion}")
+
+
+def _example(task: Task):
+    return next(iter(task.problems("test", 0)))
 
 
 if __name__ == "__main__":

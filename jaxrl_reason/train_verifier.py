@@ -1,5 +1,5 @@
 """Verifier training job: policy, sampled solutions, outcome / exact / Monte-Carlo labels, and
-the ORM and PRMs trained on them (jaxrl_reason.algorithms.verifier; docs/verifiers.md).
+the ORM and PRMs trained on them (jaxrl_reason.verifiers.loop; docs/verifiers.md).
 
     python -m jaxrl_reason.train_verifier --gin_file=configs/verifier_chain.gin --workdir=DIR
 
@@ -13,7 +13,7 @@ from jaxrl_reason import (
     cli,
     registry,  # noqa: F401  (registers every configurable with gin)
 )
-from jaxrl_reason.algorithms import verifier
+from jaxrl_reason.verifiers import loop as verifier
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
   python scripts/bench_compile.py                          # this checkout's package
   python scripts/bench_compile.py --checkout ../old-tree   # another checkout of the repo
 
-Runs the STaR job in-process (the checkout's `algorithms.star.star`, with the gin file and
+Runs the STaR job in-process (the checkout's `star.loop.star`, with the gin file and
 bindings a CLI run would get) on a shrunk config (`SHRINK`, then --gin_param on top), with
 `compilation_cache.directory=None` so every program really compiles. A jax.monitoring listener
 records each XLA compilation ("/jax/core/compile/backend_compile_duration", named by the jitted
@@ -57,8 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     checkout = args.checkout.resolve()
     gin_file = args.gin_file or checkout / "configs" / "star_addition.gin"
-    if not (checkout / "jaxrl_reason" / "algorithms" / "star.py").is_file():
-        parser.error(f"--checkout={checkout}: no jaxrl_reason/algorithms/star.py there")
+    if not (checkout / "jaxrl_reason" / "star" / "loop.py").is_file():
+        parser.error(f"--checkout={checkout}: no jaxrl_reason/star/loop.py there")
     if not gin_file.is_file():
         parser.error(f"--gin_file={gin_file}: no such file")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_compile_"))
@@ -72,7 +72,7 @@ def main() -> None:
 
     import jaxrl_reason
     from jaxrl_reason import registry  # noqa: F401  (registers every configurable with gin)
-    from jaxrl_reason.algorithms import star
+    from jaxrl_reason.star import loop as star
 
     logging.set_verbosity(logging.WARNING)
     events: list[tuple[float, float, str]] = []  # (wall-clock end, seconds, function)

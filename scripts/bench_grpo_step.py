@@ -111,7 +111,7 @@ class Ours:
         from jaxrl_reason.rl import rewards as rewards_lib
         from jaxrl_reason.rl.learner import Learner, LearnerConfig
         from jaxrl_reason.rl.objective import RLLoss
-        from jaxrl_reason.rl.rollouts import from_samples
+        from jaxrl_reason.rollouts import from_samples
         from jaxrl_reason.sampling.sampler import Sampler
         from jaxrl_reason.training.optim import make_optimizer
         from jaxrl_reason.training.trainer import Trainer

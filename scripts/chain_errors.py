@@ -17,8 +17,7 @@ from collections import Counter
 import gin
 import jax
 
-from jaxrl_reason import cli, registry  # noqa: F401  (registers every configurable)
-from jaxrl_reason.algorithms import common, evaluation
+from jaxrl_reason import cli, common, registry, rollouts  # noqa: F401  (registers every configurable)
 from jaxrl_reason.data.chain import intermediates
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import read_params
@@ -52,7 +51,7 @@ def main() -> None:
     problems = list(itertools.islice(task.problems("valid", 1), args.problems))
     cfg = SamplingConfig(max_new_tokens=gin.query_parameter("rl_learner.max_new_tokens"),
                          temperature=1.0, n=args.samples)
-    results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, cfg,
+    results = rollouts.sample_and_check(s.sampler, params, task, s.tok, problems, cfg,
                                   jax.random.key(0))
     right, total, first_wrong = Counter(), Counter(), Counter()
     for r in results:

@@ -19,8 +19,11 @@ import time
 
 import gin
 
-from jaxrl_reason import registry  # noqa: F401  (gin configurables)
-from jaxrl_reason.algorithms import common, evaluation
+from jaxrl_reason import (
+    common,
+    registry,  # noqa: F401  (gin configurables)
+    rollouts,
+)
 from jaxrl_reason.cli import CONFIGS_DIR
 from jaxrl_reason.data.addition import AdditionTask
 from jaxrl_reason.data.batching import ExampleStream, encode_example
@@ -58,7 +61,7 @@ def main() -> None:
     problems = [p for n in lengths for p in task.problems_of_length(n, args.eval, seed=2)]
     for name, cfg in [("greedy", SamplingConfig(max_new_tokens=96, temperature=0.0)),
                       ("pass@4", SamplingConfig(max_new_tokens=96, temperature=0.7, n=4))]:
-        results = evaluation.rollouts(s.sampler, state["params"], task, s.tok, problems, cfg)
+        results = rollouts.sample_and_check(s.sampler, state["params"], task, s.tok, problems, cfg)
         solved = [any(r.check.correct for r in results[i : i + cfg.n])
                   for i in range(0, len(results), cfg.n)]
         for n in lengths:

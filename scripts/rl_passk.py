@@ -16,9 +16,8 @@ import os
 import gin
 import jax
 
-from jaxrl_reason import cli, registry  # noqa: F401  (registers every configurable)
-from jaxrl_reason.algorithms import common
-from jaxrl_reason.algorithms.plots import plt, save
+from jaxrl_reason import cli, common, registry  # noqa: F401  (registers every configurable)
+from jaxrl_reason.plots import plt, save
 from jaxrl_reason.rl.learner import LearnerConfig
 from jaxrl_reason.rl.validation import sampled_pass_at_k
 from jaxrl_reason.training.checkpoints import Checkpointer

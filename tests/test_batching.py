@@ -4,8 +4,9 @@ sampler's own ids, no EOS added to a truncated row, step boundaries, and the too
 import numpy as np
 import pytest
 
-from jaxrl_reason.data.batching import Example, batch_from_samples, make_batch, step_ends
+from jaxrl_reason.data.batching import Example, make_batch, step_ends
 from jaxrl_reason.errors import UserError
+from jaxrl_reason.rollouts import batch_from_samples
 from jaxrl_reason.sampling.sampler import Samples
 
 NL, EOS = 10, 2

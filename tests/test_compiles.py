@@ -9,7 +9,7 @@ import jax
 import pytest
 from test_star import TINY, ScriptedSampler, _run  # noqa: F401  (TINY: the tiny model config)
 
-from jaxrl_reason.algorithms import common
+from jaxrl_reason import common
 from jaxrl_reason.data.addition import AdditionTask
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"

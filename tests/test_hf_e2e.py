@@ -14,12 +14,13 @@ from flax import nnx
 tokenizers = pytest.importorskip("tokenizers", reason="the hf extra is not installed")
 pytest.importorskip("safetensors", reason="the hf extra is not installed")
 
-from jaxrl_reason import evaluate  # noqa: E402
-from jaxrl_reason.algorithms import common, sft, star  # noqa: E402
+from jaxrl_reason import common  # noqa: E402
 from jaxrl_reason.data.addition import AdditionTask  # noqa: E402
+from jaxrl_reason.export import export_run  # noqa: E402
 from jaxrl_reason.models import hf  # noqa: E402
-from jaxrl_reason.models.hf.__main__ import export_run  # noqa: E402
 from jaxrl_reason.models.transformer import ModelConfig, Transformer  # noqa: E402
+from jaxrl_reason.sft import loop as sft  # noqa: E402
+from jaxrl_reason.star import loop as star  # noqa: E402
 
 SPECIAL = ["<pad>", "<s>", "</s>"]
 TRAINING = """
@@ -92,7 +93,7 @@ def test_sft_starts_from_the_import_samples_and_resumes(checkpoint, tmp_path, mo
     configure(path)  # the export job: the run's latest weights as an HF directory
     out = export_run(str(tmp_path), str(tmp_path / "export"))
     s = common.build()
-    trained, step = evaluate.restore_params(s, str(tmp_path))
+    trained, step = common.restore_params(s, str(tmp_path))
     assert step == 4
     again = hf.HFCheckpoint(out)
     reloaded = again.load_params(again.model_config(), s.trainer.params_shardings)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from jaxrl_reason.data.chat import ChatTask
 from jaxrl_reason.data.gsm8k import Gsm8kTask
 from jaxrl_reason.errors import UserError
-from jaxrl_reason.models.hf.chat import ChatTask
 from jaxrl_reason.tokenizers import HFTokenizer, SentencePieceTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers reads local directories only

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY, init_params
 
 from jaxrl_reason import parallel
-from jaxrl_reason.data.batching import batch_from_samples
+from jaxrl_reason.rollouts import batch_from_samples
 from jaxrl_reason.sampling.sampler import Sampler, SamplingConfig
 from jaxrl_reason.training.optim import make_optimizer
 from jaxrl_reason.training.trainer import Trainer

@@ -9,11 +9,10 @@ import subprocess
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, checkpoint_saved, job_command, kill_when, run_job
+from conftest import REPO, checkpoint_saved, forward, job_command, kill_when, run_job
 from helpers.events import read_scalars
 
-from jaxrl_reason import parallel
-from jaxrl_reason.algorithms import evaluation
+from jaxrl_reason import parallel, rollouts
 from jaxrl_reason.data.addition import AdditionTask
 from jaxrl_reason.data.batching import ExampleStream, encode_example
 from jaxrl_reason.models.transformer import ModelConfig
@@ -131,10 +130,10 @@ TASK = AdditionTask(max_digits=2, scratchpad="none", reverse=True)
 GREEDY = SamplingConfig(max_new_tokens=8, temperature=0.0)
 
 
-def rollouts(params, problems):
+def greedy_rollouts(params, problems):
     sampler = Sampler(dataclasses.replace(CFG, max_len=64), [TOK.eos_id],
                       banned_ids=(TOK.pad_id, TOK.bos_id))
-    return evaluation.rollouts(sampler, params, TASK, TOK, problems, GREEDY)
+    return rollouts.sample_and_check(sampler, params, TASK, TOK, problems, GREEDY)
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +183,8 @@ def test_evaluate_scores_the_runs_own_weights(sft_run, step):
     assert (workdir / "config.gin").read_text() == config
     got = json.loads(ev.stdout.splitlines()[-1])
     problems = [p for d in (1, 2) for p in TASK.problems_of_length(d, 32, 12345, "test")]
-    want = evaluation.accuracy_by_difficulty(
-        rollouts(final_state(workdir, step or STEPS)["params"], problems))
+    want = rollouts.accuracy_by_difficulty(
+        greedy_rollouts(final_state(workdir, step or STEPS)["params"], problems))
     assert want["acc"] > 0.1  # trained: fresh weights would score 0
     assert {k: got[k] for k in want} == want and got["step"] == (step or STEPS)
 
@@ -196,7 +195,7 @@ def test_sample_prints_the_runs_completions_with_verdicts(sft_run):
                               "sample.max_new_tokens = 8", gin_file=None))
     assert out.returncode == 0, out.stderr[-3000:]
     problems = list(itertools.islice(TASK.problems("test", 0), 6))
-    want = rollouts(final_state(workdir)["params"], problems)
+    want = greedy_rollouts(final_state(workdir)["params"], problems)
     blocks = out.stdout.split("--- ")[1:]
     assert len(blocks) == 6
     for block, r in zip(blocks, want, strict=True):
@@ -209,3 +208,41 @@ def test_sample_prints_the_runs_completions_with_verdicts(sft_run):
                               gin_file=None) + [f"--prompt={prompt.strip()}\\n"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split("\n", 1)[1].strip() == want[0].completion.strip()
+
+
+def test_sample_formats_a_typed_question_through_the_runs_task(sft_run):
+    """--question='a+b' as a person writes it comes out as the run's reversed prompt."""
+    workdir = sft_run[0]
+    want = greedy_rollouts(final_state(workdir)["params"],
+                           list(itertools.islice(TASK.problems("test", 0), 1)))[0]
+    question = f"{want.problem.meta['a']}+{want.problem.meta['b']}"
+    out = run_job(job_command("jaxrl_reason.sample", workdir, "sample.max_new_tokens = 8",
+                              gin_file=None) + [f"--question={question}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    head, completion = out.stdout.split("--- ", 1)[1].split("\n", 1)
+    assert head == f"{question!r} as prompt {want.prompt!r}"
+    assert completion.strip() == want.completion.strip()
+
+
+def test_load_gives_the_runs_model_ready_to_generate_and_score(sft_run):
+    """`jaxrl_reason.load(workdir)`: the run's task formats a question, greedy `generate` is
+    the job's greedy rollout, and `logprobs` are the log-softmax of the model's own logits."""
+    import jaxrl_reason
+
+    workdir = sft_run[0]
+    params = final_state(workdir)["params"]
+    want = greedy_rollouts(params, list(itertools.islice(TASK.problems("test", 0), 2)))
+    model = jaxrl_reason.load(str(workdir))
+    questions = [f"{r.problem.meta['a']}+{r.problem.meta['b']}" for r in want]
+    prompts = [model.format(q) for q in questions]
+    assert prompts == [r.prompt for r in want]
+    got = model.generate(prompts, max_new_tokens=8)
+    assert [g.strip() for g in got] == [r.completion.strip() for r in want]
+    lps = model.logprobs(prompts[:1], [want[0].completion])
+    ids = [TOK.bos_id, *TOK.encode(prompts[0]), *TOK.encode(want[0].completion)]
+    logits = np.asarray(forward(params, np.asarray([ids]), CFG)[0][0], np.float64)
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    p = 1 + len(TOK.encode(prompts[0]))
+    expect = [logp[t - 1, ids[t]] for t in range(p, len(ids))]
+    np.testing.assert_allclose(lps[0], expect, atol=1e-4)

@@ -11,8 +11,8 @@ import numpy as np
 from conftest import REPO, checkpoint_saved, job_command, kill_when
 
 from jaxrl_reason import parallel
-from jaxrl_reason.algorithms.rl import TIMING_PREFIXES
 from jaxrl_reason.models.transformer import ModelConfig
+from jaxrl_reason.rl.loop import TIMING_PREFIXES
 from jaxrl_reason.tokenizers import CharTokenizer
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.metrics import read_metrics

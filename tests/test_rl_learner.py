@@ -13,15 +13,17 @@ import pytest
 from conftest import TINY, forward, init_params
 
 from jaxrl_reason import parallel
-from jaxrl_reason.algorithms.rl import start_state
 from jaxrl_reason.data.chain import ChainTask
 from jaxrl_reason.data.tasks import Check
 from jaxrl_reason.errors import ConfigError
+from jaxrl_reason.named import Named
+from jaxrl_reason.rl import advantages as adv_lib
 from jaxrl_reason.rl import dynamic, reference
 from jaxrl_reason.rl.learner import Learner, LearnerConfig
+from jaxrl_reason.rl.loop import start_state
 from jaxrl_reason.rl.objective import RLLoss, policy_gradient_loss
 from jaxrl_reason.rl.rewards import Combined
-from jaxrl_reason.rl.rollouts import Rollouts
+from jaxrl_reason.rollouts import Rollouts
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.losses import Forward
 from jaxrl_reason.training.optim import make_optimizer
@@ -321,3 +323,28 @@ def test_learner_steps_make_rewarded_completions_more_likely(advantage):
         state, _ = learner.step(state, ro, comb, np.full(3, 3e-3), step, 0)
     change = seq_logp(state["params"]) - before
     assert np.all(change[0::2] > 0.05) and np.all(change[1::2] < -0.05), change
+
+
+def test_a_new_estimator_is_one_registered_function(monkeypatch):
+    """Adding an advantage estimator takes one function with `@advantages.register`: the
+    learner picks it by name, refuses groups of one when it is `grouped`, and trains on what
+    it returns (here: each row's outcome minus its group's best, on every completion token)."""
+    monkeypatch.setattr(adv_lib, "ESTIMATORS", Named("advantage estimator"))
+    monkeypatch.setattr(adv_lib, "GROUPED", set())
+
+    @adv_lib.register("minus_best", grouped=True)
+    def minus_best(x: adv_lib.Rewarded) -> adv_lib.Advantages:
+        best = {g: x.outcome[x.group == g].max() for g in np.unique(x.group)}
+        per_row = x.outcome - np.array([best[g] for g in x.group])
+        return adv_lib.Advantages(per_row[:, None] * x.mask)
+
+    tr = trainer()
+    state = tr.reset_optimizer({"params": init_params(TINY)})
+    ro, comb = fake_rollouts([1, 0, 0, 0, 1, 1, 0, 1], 2)
+    cfg = LearnerConfig(prompts_per_step=4, group_size=2, max_new_tokens=5, seq_bucket=8,
+                        advantage="minus_best")
+    train = captured_step(Learner(cfg, tr, pad_id=0), state, ro, comb)
+    got = (train["advantages"] * train["loss_mask"]).sum(axis=1) / 5  # 5 completion tokens
+    np.testing.assert_allclose(got[:8], [0, -1, 0, 0, 0, 0, -1, 0])
+    with pytest.raises(ConfigError, match="group_size"):
+        LearnerConfig(prompts_per_step=4, group_size=1, advantage="minus_best")

@@ -13,7 +13,7 @@ from jaxrl_reason.data.tasks import Problem
 from jaxrl_reason.errors import ConfigError
 from jaxrl_reason.rewards.executor import Executor
 from jaxrl_reason.rl import rewards as R
-from jaxrl_reason.rl.rollouts import Rollouts, check_all
+from jaxrl_reason.rollouts import Rollouts, check_all
 from jaxrl_reason.tokenizers import CharTokenizer
 
 TOK = CharTokenizer()

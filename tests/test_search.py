@@ -10,11 +10,11 @@ import pytest
 from conftest import TINY, forward, init_params
 
 from jaxrl_reason import parallel
-from jaxrl_reason.algorithms.search import budgets
 from jaxrl_reason.sampling.distribution import banned_mask, sampling_logprobs
 from jaxrl_reason.sampling.sampler import Extension, Sampler, SamplingConfig
 from jaxrl_reason.search import strategies
 from jaxrl_reason.search.beam import beam_search
+from jaxrl_reason.search.loop import budgets
 from jaxrl_reason.search.selection import best_of_n, majority_vote, weighted_vote
 
 

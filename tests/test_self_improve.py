@@ -8,13 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_reason import evaluate, rng
-from jaxrl_reason.algorithms import common
-from jaxrl_reason.algorithms import self_improve as si
+from jaxrl_reason import common, evaluate, rng
 from jaxrl_reason.data.addition import AdditionTask
 from jaxrl_reason.data.batching import encode_example
 from jaxrl_reason.errors import UserError
 from jaxrl_reason.sampling.sampler import Samples, SamplingConfig
+from jaxrl_reason.self_improve import loop as si
 from jaxrl_reason.tokenizers import CharTokenizer
 
 TINY = """

@@ -10,12 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_reason import rng
-from jaxrl_reason.algorithms import common, evaluation, star
+from jaxrl_reason import common, rng, rollouts
 from jaxrl_reason.data.addition import AdditionTask
 from jaxrl_reason.data.batching import encode_prompt
 from jaxrl_reason.data.tasks import Check
 from jaxrl_reason.sampling.sampler import Samples, SamplingConfig
+from jaxrl_reason.star import loop as star
 from jaxrl_reason.tokenizers import CharTokenizer
 
 TINY = """
@@ -47,6 +47,9 @@ class ScriptedSampler:
     def load(self, params):
         self.loaded = None if params is None else fingerprint(params)
 
+    def good(self, a: int, b: int, hinted: bool, cfg) -> bool:
+        return hinted or (a + b) % 2 == 0
+
     def generate(self, prompts, cfg, key=0):
         self.calls.append((self.loaded, np.asarray(jax.random.key_data(key)).tolist(),
                            len(prompts)))
@@ -56,7 +59,7 @@ class ScriptedSampler:
             question, _, hint = prompt.strip().partition(" H")
             a, b = map(int, question.split("+"))
             problem = self.task.problem(a, b)
-            good = bool(hint) or (a + b) % 2 == 0
+            good = self.good(a, b, bool(hint), cfg)
             texts += [self.task.target(problem) if good else "A:0\n"] * cfg.n
         width = max(len(t) for t in texts) + 1
         tokens = np.zeros((len(texts), width), np.int32)
@@ -84,6 +87,44 @@ def test_collect_keeps_checked_answers_and_strips_the_hint(rationalize):
         assert ex.completion[-1] == tok.eos_id and tok.decode(ex.completion) == completion
         question = prompt.strip()
         assert task.check(task.problem(*map(int, question.split("+"))), completion).correct
+
+
+class HotScriptedSampler(ScriptedSampler):
+    """The scripted sampler, except that at temperature >= 1 it also gets sums divisible by 3
+    right: what a retry at a higher temperature finds that the first samples missed."""
+
+    def good(self, a: int, b: int, hinted: bool, cfg) -> bool:
+        return super().good(a, b, hinted, cfg) or (cfg.temperature >= 1.0 and (a + b) % 3 == 0)
+
+
+def test_retry_samples_the_unsolved_problems_again_before_rationalizing():
+    task, tok = AdditionTask(1, 3), CharTokenizer()
+    pairs = [(12, 30), (5, 8), (7, 9), (100, 201), (3, 3), (4, 5), (10, 5)]
+    problems = [task.problem(a, b) for a, b in pairs]  # sums 42 13 16 301 6 9 15
+    key = rng.key(0, 1, "collect")
+
+    def run(retry):
+        sampler = HotScriptedSampler(tok, task)
+        setup = common.Setup(tok, None, None, sampler)
+        got = star.collect(setup, None, task, problems,
+                           SamplingConfig(n=2, temperature=0.7, max_new_tokens=32), True, key,
+                           retry)
+        return got, sampler.calls
+
+    plain, plain_calls = run(None)
+    hot = SamplingConfig(n=3, temperature=1.0, max_new_tokens=32)
+    got, calls = run(hot)
+    # even sums on the first draw (42, 16, 6); 9 and 15 only on the retry; 13 and 301 by the hint
+    assert (plain.kept, plain.retried, plain.rationalized) == (3, 0, 4)
+    assert (got.kept, got.retried, got.rationalized) == (5, 2, 2)
+    assert len(got.examples) == 7
+    assert got.by_difficulty == {"kept/1": 4, "kept/2": 2, "kept/3": 1}  # every problem, some route
+    # the retry samples only the 4 unsolved problems, from its own stream: the first draw and
+    # the hinted draw use the keys they use without it
+    assert [c[2] for c in calls] == [7, 4, 2] and [c[2] for c in plain_calls] == [7, 4]
+    assert calls[0][1] == plain_calls[0][1] and calls[2][1] == plain_calls[1][1]
+    assert calls[1][1] not in (plain_calls[0][1], plain_calls[1][1])
+    assert all(" H" not in tok.decode(ex.prompt) for ex in got.examples)
 
 
 def test_step_schedule_matches_the_paper():
@@ -194,7 +235,8 @@ def test_star_restarts_from_base_and_writes_its_outputs(tmp_path, monkeypatch, s
     ):
         assert (tmp_path / name).exists(), name
     examples, info = star._load_kept(str(tmp_path / "iteration_001/kept.jsonl"))
-    assert info == {"kept": 8, "rationalized": 8} and len(examples) == 16
+    assert info == {"kept": 8, "rationalized": 8, "retried": 0, "kept/1": 9, "kept/2": 7}
+    assert len(examples) == 16
     tok = CharTokenizer()
     assert all(" H" not in tok.decode(e.prompt[1:]) for e in examples)
 
@@ -262,7 +304,7 @@ def test_real_sampler_collects_with_the_latest_weights_and_stores_its_own_ids(tm
     pool = list(itertools.islice(task.problems("train", 0), 32))
     problems = random.Random("star-0-1").sample(pool, len(pool))
     cfg = SamplingConfig(max_new_tokens=24, temperature=1.0, n=1)
-    again = evaluation.rollouts(s.sampler, base, task, s.tok, problems, cfg,
+    again = rollouts.sample_and_check(s.sampler, base, task, s.tok, problems, cfg,
                                 jax.random.fold_in(rng.key(0, 1, "collect"), 0))
     want = [r.completion_ids for r in again if r.finished]
     assert 0 < len(want) < len(again)  # a real mix: some rows ran out of tokens

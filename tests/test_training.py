@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from conftest import forward
 
-from jaxrl_reason import parallel
-from jaxrl_reason.algorithms import evaluation
+from jaxrl_reason import parallel, rollouts
 from jaxrl_reason.data.addition import AdditionTask
 from jaxrl_reason.data.batching import ExampleStream, encode_example, make_batch
 from jaxrl_reason.errors import ConfigError, UserError
@@ -145,8 +144,8 @@ def test_tiny_model_learns_two_digit_addition(devices, optimized_compiles):
     greedy = SamplingConfig(max_new_tokens=8, temperature=0.0)
 
     def accuracy(state) -> float:
-        results = evaluation.rollouts(sampler, state["params"], task, TOK, test, greedy)
-        return evaluation.accuracy_by_difficulty(results)["acc"]
+        results = rollouts.sample_and_check(sampler, state["params"], task, TOK, test, greedy)
+        return rollouts.accuracy_by_difficulty(results)["acc"]
 
     state = trainer.init(0)
     assert accuracy(state) < 0.05

@@ -13,16 +13,16 @@ import pytest
 from conftest import TINY, forward, init_params
 
 from jaxrl_reason import files, parallel
-from jaxrl_reason.algorithms import verifier as verifier_job
-from jaxrl_reason.algorithms.evaluation import Rollout
 from jaxrl_reason.data.batching import Example, encode_prompt
 from jaxrl_reason.data.chain import ChainTask
+from jaxrl_reason.rollouts import Rollout
 from jaxrl_reason.sampling.sampler import Samples, SamplingConfig
 from jaxrl_reason.tokenizers import CharTokenizer
 from jaxrl_reason.training.losses import Forward, sft_loss
 from jaxrl_reason.training.optim import make_optimizer
 from jaxrl_reason.training.trainer import Trainer
 from jaxrl_reason.verifiers import labels, montecarlo, training
+from jaxrl_reason.verifiers import loop as verifier_job
 from jaxrl_reason.verifiers.active import convincing_wrong_first
 from jaxrl_reason.verifiers.losses import verifier_loss
 from jaxrl_reason.verifiers.scoring import Verifier, VerifierMeta, aggregate, load_verifier
@@ -308,7 +308,7 @@ def test_sampled_solutions_resume_chunk_by_chunk(tmp_path, monkeypatch):
                         (*tok.encode(task.target(p)), tok.eos_id), True)
                 for p in problems for _ in range(cfg.n)]
 
-    monkeypatch.setattr(verifier_job.evaluation, "rollouts", rollouts)
+    monkeypatch.setattr(verifier_job.rollouts, "sample_and_check", rollouts)
     problems = TASK.problems_of_length(3, 5, seed=0)
     cfg = SamplingConfig(n=2)
 

@@ -31,6 +31,7 @@ from jaxrl_reason.data.tasks import (
     problem_stream,
     problems_of_length,
 )
+from jaxrl_reason.errors import UserError
 from jaxrl_reason.rewards.answers import parse_answer_line
 from jaxrl_reason.rewards.steps import addition_columns, addition_scratchpad, scratch_steps
 
@@ -92,6 +93,13 @@ class AdditionTask:
             difficulty=max(len(sa), len(sb)),
             meta={"a": a, "b": b},
         )
+
+    def from_question(self, question: str) -> Problem:
+        """ "a+b" as a person writes it (most significant digit first), whatever `reverse`."""
+        a, plus, b = question.strip().partition("+")
+        if not (plus and a.strip().isdigit() and b.strip().isdigit()):
+            raise UserError(f"addition questions look like '4821+977', got {question!r}")
+        return self.problem(int(a), int(b))
 
     def _sample(self, rng: random.Random, n: int, split: str) -> Problem:
         while True:  # rejection keeps the splits disjoint; ~10% or ~80% acceptance

@@ -1,4 +1,4 @@
-"""Token examples and the fixed-shape batches built from them; sampler output as a batch.
+"""Token examples and the fixed-shape batches built from them.
 
 An `Example` is token ids, never text: (prompt ids, completion ids). A gold example's
 completion ends in EOS (`encode_example`); a sampled one is what the sampler emitted, with its
@@ -20,8 +20,12 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from jaxrl_reason.errors import UserError
-from jaxrl_reason.sampling.sampler import Samples, round_up
 from jaxrl_reason.tokenizers import Tokenizer
+
+
+def round_up(x: int, m: int) -> int:
+    """x rounded up to a multiple of m."""
+    return -(-x // m) * m
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,34 +76,6 @@ def make_batch(
             "loss_mask": loss_mask}
 
 
-def batch_from_samples(
-    prompts: Sequence[Sequence[int]],
-    samples: Samples,
-    pad_id: int,
-    seq_len: int | None = None,
-    batch_size: int | None = None,
-) -> dict[str, np.ndarray]:
-    """The training batch of sampled rows, built from the sampler's own ids: `make_batch`'s
-    fields plus `old_logprobs` (the sampler's log-probs, at the completion tokens), `finished`
-    [B] and `prompt_index` [B]. `seq_len` defaults to the longest row."""
-    examples = [
-        Example(tuple(prompts[i]), tuple(samples.tokens[r, : samples.lengths[r]]))
-        for r, i in enumerate(samples.prompt_index)
-    ]
-    seq_len = seq_len or max(len(e) for e in examples)
-    batch = make_batch(examples, seq_len, pad_id, batch_size)
-    old = np.zeros(batch["tokens"].shape, np.float32)
-    for r, ex in enumerate(examples):
-        p = len(ex.prompt)
-        old[r, p : len(ex)] = samples.logprobs[r, : samples.lengths[r]]
-    b = batch["tokens"].shape[0]
-    finished = np.zeros((b,), bool)
-    finished[: len(examples)] = samples.finished
-    index = np.full((b,), -1, np.int32)
-    index[: len(examples)] = samples.prompt_index
-    return {**batch, "old_logprobs": old, "finished": finished, "prompt_index": index}
-
-
 def step_ends(completion: Sequence[int], delimiters: Collection[int],
               stop_ids: Collection[int] = ()) -> list[int]:
     """Indices into `completion` of the last token of each step: each delimiter token (e.g. the
@@ -113,11 +89,6 @@ def step_ends(completion: Sequence[int], delimiters: Collection[int],
     if ids and (not ends or ends[-1] != len(ids) - 1):
         ends.append(len(ids) - 1)
     return ends
-
-
-def decode_completions(tok: Tokenizer, samples: Samples) -> list[str]:
-    """Texts of sampled completions (stop token and padding removed), for checkers and people."""
-    return [tok.decode(row[:n]) for row, n in zip(samples.tokens, samples.lengths, strict=True)]
 
 
 class ExampleStream:

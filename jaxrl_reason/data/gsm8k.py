@@ -179,6 +179,10 @@ class Gsm8kTask:
                     break
         return found
 
+    def from_question(self, question: str) -> Problem:
+        """A word problem typed by a person; its answer is unknown ("")."""
+        return Problem(question=question.strip(), answer="")
+
     def prompt(self, problem: Problem, hint: str | None = None) -> str:
         question = problem.question
         if hint is not None:

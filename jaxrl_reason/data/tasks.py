@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +38,11 @@ class Check:
     steps: list[bool] | None = None
 
 
+@runtime_checkable
 class Task(Protocol):
-    """What a task provides. Prompts and targets are plain text; tokenizing is not its job."""
+    """What a task provides. Prompts and targets are plain text; tokenizing is not its job.
+    The optional capabilities below are Protocols too: code asks `isinstance(task, LengthTask)`
+    and a task declares one by defining its method."""
 
     name: str
 
@@ -58,6 +61,47 @@ class Task(Protocol):
 
     def check(self, problem: Problem, completion: str) -> Check:
         """Parses and checks a completion; `steps` where the task has step labels."""
+        ...
+
+
+@runtime_checkable
+class LengthTask(Task, Protocol):
+    """Problems by difficulty (digits, lines of the gold rationale): accuracy per length."""
+
+    def problems_of_length(self, n: int, count: int, seed: int, split: str = "test"
+                           ) -> list[Problem]:
+        ...
+
+
+@runtime_checkable
+class BatchCheckTask(Task, Protocol):
+    """Checks many completions at once (program tasks run their executions together); the
+    verdicts equal `check`'s one by one."""
+
+    def check_batch(self, problems: Sequence[Problem], completions: Sequence[str]
+                    ) -> list[Check]:
+        ...
+
+
+@runtime_checkable
+class QuestionTask(Task, Protocol):
+    """Reads a question as a person types it ("4821+977"), so `sample` and
+    `jaxrl_reason.load(...).format` can put it in the task's prompt format."""
+
+    def from_question(self, question: str) -> Problem:
+        ...
+
+
+@runtime_checkable
+class ExecutorTask(Task, Protocol):
+    """Checks by running code: owns the sandboxed executor its checks run in and parses the
+    answer to run out of a completion (the `executor` reward reuses both)."""
+
+    @property
+    def executor(self) -> Any:
+        ...
+
+    def parse(self, problem: Problem, completion: str) -> str | None:
         ...
 
 

@@ -12,7 +12,7 @@ from jaxrl_reason import (
     cli,
     registry,  # noqa: F401  (registers every configurable with gin)
 )
-from jaxrl_reason.algorithms import rl
+from jaxrl_reason.rl import loop as rl
 
 
 def main() -> None:

@@ -73,9 +73,17 @@ class Advantages:
 
 Estimator = Callable[[Rewarded], Advantages]
 ESTIMATORS: Named[Estimator] = Named("advantage estimator")
-register = ESTIMATORS.register
 # Estimators that compare completions of one prompt: they need groups of two or more.
-GROUPED = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline", "process"}
+GROUPED: set[str] = set()
+
+
+def register(name: str, grouped: bool = False) -> Callable[[Estimator], Estimator]:
+    """Adds an estimator under `name` (`rl_learner.advantage = name` picks it); `grouped` ones
+    compare the completions of one prompt, so the learner refuses groups of one for them."""
+    if grouped:
+        GROUPED.add(name)
+    return ESTIMATORS.register(name)
+
 GRPO_SCALES = ("group", "batch", "none")  # grpo_advantage.scale
 
 
@@ -108,7 +116,7 @@ def _per_token(per_row: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return per_row[:, None] * (mask > 0)
 
 
-@register("grpo")
+@register("grpo", grouped=True)
 @gin.configurable("grpo_advantage")
 def grpo(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1, scale: str = "group"
          ) -> Advantages:
@@ -127,7 +135,7 @@ def grpo(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1, scale: str = "group"
     return Advantages(_per_token((r - mean) / (std + eps), x.mask))
 
 
-@register("dr_grpo")
+@register("dr_grpo", grouped=True)
 def dr_grpo(x: Rewarded) -> Advantages:
     """Dr. GRPO: A_i = r_i - mean_group (no std division). Pair it with the constant length
     normalizer, loss aggregation "seq-mean-token-sum-norm"."""
@@ -136,7 +144,7 @@ def dr_grpo(x: Rewarded) -> Advantages:
     return Advantages(_per_token(r - mean, x.mask))
 
 
-@register("rloo")
+@register("rloo", grouped=True)
 def rloo(x: Rewarded) -> Advantages:
     """REINFORCE leave-one-out: A_i = r_i - mean of the OTHER rows of the group
     = G/(G-1) (r_i - mean_group)."""
@@ -159,7 +167,7 @@ def reinforce_pp(x: Rewarded, gamma: float = 1.0) -> Advantages:
     return Advantages(masked_whiten(returns, x.mask), returns)
 
 
-@register("reinforce_pp_baseline")
+@register("reinforce_pp_baseline", grouped=True)
 def reinforce_pp_baseline(x: Rewarded) -> Advantages:
     """REINFORCE++ with a group baseline: r_i - mean_group on every token, then whitened over
     the batch (with GDPO's normalize-each rewards this is GDPO's batch normalization)."""
@@ -168,7 +176,7 @@ def reinforce_pp_baseline(x: Rewarded) -> Advantages:
     return Advantages(masked_whiten(_per_token(r - mean, x.mask), x.mask))
 
 
-@register("process")
+@register("process", grouped=True)
 @gin.configurable("process_advantage")
 def process(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1, step_weight: float = 1.0
             ) -> Advantages:

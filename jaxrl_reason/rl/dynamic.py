@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxrl_reason.rl.rewards import Combined
-from jaxrl_reason.rl.rollouts import Rollouts
+from jaxrl_reason.rollouts import Rollouts
 
 
 def informative_groups(combined: Combined, group: np.ndarray) -> np.ndarray:

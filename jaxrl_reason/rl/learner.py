@@ -19,14 +19,14 @@ import jax
 import numpy as np
 
 from jaxrl_reason import parallel
-from jaxrl_reason.data.batching import Example, make_batch
+from jaxrl_reason.data.batching import Example, make_batch, round_up
 from jaxrl_reason.errors import check_dataclass, require
 from jaxrl_reason.rl import advantages as adv_lib
 from jaxrl_reason.rl import kl as kl_lib
 from jaxrl_reason.rl.objective import RLLoss
 from jaxrl_reason.rl.rewards import Combined
-from jaxrl_reason.rl.rollouts import Rollouts
-from jaxrl_reason.sampling.sampler import SamplingConfig, round_up
+from jaxrl_reason.rollouts import Rollouts
+from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.trainer import State, Trainer
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jaxrl_reason.algorithms.plots import plt, save
+from jaxrl_reason.plots import plt, save
 
 
 def _series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:

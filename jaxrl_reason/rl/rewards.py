@@ -21,11 +21,11 @@ import gin
 import numpy as np
 
 from jaxrl_reason.data.batching import Example
-from jaxrl_reason.data.tasks import Problem
+from jaxrl_reason.data.tasks import ExecutorTask, Problem
 from jaxrl_reason.errors import UserError, require, typed
 from jaxrl_reason.named import Named
 from jaxrl_reason.rewards import programs as program_checks
-from jaxrl_reason.rl.rollouts import Rollouts
+from jaxrl_reason.rollouts import Rollouts
 
 
 class Reward(Protocol):
@@ -88,7 +88,7 @@ class ExecutorReward:
 
     def __call__(self, rollouts: Rollouts) -> np.ndarray:
         task = rollouts.task
-        if not hasattr(task, "executor"):
+        if not isinstance(task, ExecutorTask):
             raise UserError(f"the executor reward needs a program task with a sandbox, got "
                             f"{type(task).__name__}")
         answers = [task.parse(p, c) for p, c in zip(rollouts.problems, rollouts.completions,
@@ -151,7 +151,7 @@ class StepLabelReward:
 
 
 class Verifier(Protocol):
-    """The part of `verifiers.scoring.Verifier` (VERIFIER_CONTRACT.md) the PRM reward uses."""
+    """The part of `verifiers.scoring.Verifier` the PRM reward uses."""
 
     kind: str
 

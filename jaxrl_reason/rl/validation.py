@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from jaxrl_reason.algorithms import evaluation
+from jaxrl_reason import rollouts
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.sampling.sampler import Sampler, SamplingConfig
 from jaxrl_reason.tokenizers import Tokenizer
@@ -49,9 +49,9 @@ def policy_report(sampler: Sampler, params, task: Task, tok: Tokenizer,
     """Greedy accuracy and sampled pass@k (each k <= `samples`, from `samples` completions per
     problem at `temperature`), each with its standard error (`*_se`), overall and per
     difficulty (`acc/<d>`, `pass@k/<d>`)."""
-    greedy = evaluation.rollouts(sampler, params, task, tok, problems,
+    greedy = rollouts.sample_and_check(sampler, params, task, tok, problems,
                                  SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0))
-    drawn = evaluation.rollouts(sampler, params, task, tok, problems,
+    drawn = rollouts.sample_and_check(sampler, params, task, tok, problems,
                                 SamplingConfig(max_new_tokens=max_new_tokens,
                                                temperature=temperature, n=samples), key)
     per: dict[str, list[float]] = defaultdict(list)
@@ -77,7 +77,7 @@ def sampled_pass_at_k(sampler: Sampler, params, task: Task, tok: Tokenizer,
     """{"pass@k": ..., "pass@k/<difficulty>": ...} from n = max(ks) samples per problem."""
     n = n or max(ks)
     cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, n=n)
-    results = evaluation.rollouts(sampler, params, task, tok, problems, cfg, key)
+    results = rollouts.sample_and_check(sampler, params, task, tok, problems, cfg, key)
     verdicts = [[r.check.correct for r in results[i * n:(i + 1) * n]]
                 for i in range(len(problems))]
     out = {f"pass@{k}": v for k, v in pass_at_ks(verdicts, ks).items()}

@@ -35,6 +35,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from jaxrl_reason import parallel
+from jaxrl_reason.data.batching import round_up
 from jaxrl_reason.errors import check_dataclass, require
 from jaxrl_reason.models.transformer import Cache, ModelConfig, Transformer
 from jaxrl_reason.sampling.distribution import banned_mask, draw, sampling_logprobs
@@ -121,11 +122,6 @@ class Extension:
     values: np.ndarray | None
     lengths: np.ndarray
     finished: np.ndarray
-
-
-def round_up(x: int, m: int) -> int:
-    """x rounded up to a multiple of m."""
-    return -(-x // m) * m
 
 
 class Sampler:

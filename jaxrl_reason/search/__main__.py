@@ -1,6 +1,6 @@
 """Test-time search job: held-out accuracy of pass@1, majority vote, best-of-N and weighted
 vote by ORM or PRM, PRM beam and lookahead search, against N and against generated tokens
-(jaxrl_reason.algorithms.search; docs/verifiers.md).
+(jaxrl_reason.search.loop; docs/verifiers.md).
 
     python -m jaxrl_reason.search --workdir=DIR [--gin_file=configs/search_chain.gin]
         [--gin_param='search.max_n = 256']
@@ -14,7 +14,7 @@ from jaxrl_reason import (
     cli,
     registry,  # noqa: F401  (registers every configurable with gin)
 )
-from jaxrl_reason.algorithms import search
+from jaxrl_reason.search import loop as search
 
 
 def main() -> None:

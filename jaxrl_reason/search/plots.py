@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxrl_reason.algorithms.plots import plt, save
+from jaxrl_reason.plots import plt, save
 
 _FLAT = ("pass@1_greedy",)  # methods measured at one budget: drawn as horizontal lines
 

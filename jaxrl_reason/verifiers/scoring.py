@@ -22,10 +22,9 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxrl_reason import files, parallel
-from jaxrl_reason.data.batching import Example, make_batch, step_ends
+from jaxrl_reason.data.batching import Example, make_batch, round_up, step_ends
 from jaxrl_reason.errors import UserError
 from jaxrl_reason.models.transformer import ModelConfig, Transformer
-from jaxrl_reason.sampling.sampler import round_up
 from jaxrl_reason.training.checkpoints import read_params
 from jaxrl_reason.verifiers.losses import LINKS, probabilities
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxrl_reason.algorithms.evaluation import Rollout
 from jaxrl_reason.data.batching import Example, step_ends
 from jaxrl_reason.errors import UserError
+from jaxrl_reason.rollouts import Rollout
 from jaxrl_reason.tokenizers import Tokenizer
 from jaxrl_reason.verifiers.labels import answer_line_labels
 

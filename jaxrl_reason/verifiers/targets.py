@@ -15,9 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxrl_reason.data.batching import Example, make_batch
+from jaxrl_reason.data.batching import Example, make_batch, round_up
 from jaxrl_reason.errors import UserError
-from jaxrl_reason.sampling.sampler import round_up
 from jaxrl_reason.verifiers.labels import supervised_steps
 from jaxrl_reason.verifiers.solutions import Solution
 

@@ -10,7 +10,7 @@ from jaxrl_reason import (
     cli,
     registry,  # noqa: F401  (registers every configurable with gin)
 )
-from jaxrl_reason.algorithms import star
+from jaxrl_reason.star import loop as star
 
 
 def main() -> None:

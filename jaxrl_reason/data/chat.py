@@ -13,16 +13,23 @@ end-of-turn token of instruct checkpoints) ends. Targets and checks are the task
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import gin
 
 from jaxrl_reason.data.tasks import Check, Problem, Task
-from jaxrl_reason.models.hf.checkpoint import HFCheckpoint
+from jaxrl_reason.tokenizers import HFTokenizer
+
+
+class TokenizerSource(Protocol):
+    """Anything that gives the chat tokenizer: `models.hf.HFCheckpoint` in the jobs' configs."""
+
+    def tokenizer(self) -> HFTokenizer: ...
 
 
 @gin.configurable
 class ChatTask:
-    def __init__(self, task: Task = gin.REQUIRED, checkpoint: HFCheckpoint = gin.REQUIRED,
+    def __init__(self, task: Task = gin.REQUIRED, checkpoint: TokenizerSource = gin.REQUIRED,
                  system: str | None = None):
         self.task = task
         self.name = f"chat_{task.name}"
@@ -31,9 +38,6 @@ class ChatTask:
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
         return self.task.problems(split, seed)
-
-    def problems_of_length(self, *args, **kwargs) -> list[Problem]:
-        return self.task.problems_of_length(*args, **kwargs)
 
     def prompt(self, problem: Problem, hint: str | None = None) -> str:
         """The rendered conversation, less a leading BOS token text (encoding adds the id)."""
@@ -49,3 +53,10 @@ class ChatTask:
 
     def check(self, problem: Problem, completion: str) -> Check:
         return self.task.check(problem, completion)
+
+    def __getattr__(self, name: str):
+        """The wrapped task's optional capabilities (`problems_of_length`, `check_batch`,
+        `from_question`, `executor`, ...): a chat-wrapped task has exactly the ones it has."""
+        if name == "task":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.task, name)

@@ -8,7 +8,7 @@ import os
 
 import gin
 
-from jaxrl_reason.algorithms import common, evaluation
+from jaxrl_reason import common, rollouts
 from jaxrl_reason.data.batching import ExampleStream, encode_example
 from jaxrl_reason.data.tasks import Task
 from jaxrl_reason.errors import require, typed
@@ -48,8 +48,8 @@ def sft(
     greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
 
     def eval_fn(state):
-        results = evaluation.rollouts(s.sampler, state["params"], task, s.tok, test, greedy)
-        return evaluation.accuracy_by_difficulty(results)
+        results = rollouts.sample_and_check(s.sampler, state["params"], task, s.tok, test, greedy)
+        return rollouts.accuracy_by_difficulty(results)
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     state = s.init(seed)

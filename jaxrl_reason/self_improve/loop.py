@@ -39,13 +39,12 @@ import gin
 import jax
 import numpy as np
 
-from jaxrl_reason import files, rng
-from jaxrl_reason.algorithms import common, evaluation, plots
+from jaxrl_reason import common, files, plots, rng, rollouts
 from jaxrl_reason.data.addition import AdditionTask, sample_operand, split_of
-from jaxrl_reason.data.batching import Example, encode_example, make_batch
+from jaxrl_reason.data.batching import Example, encode_example, make_batch, round_up
 from jaxrl_reason.data.tasks import Problem
 from jaxrl_reason.errors import UserError, typed
-from jaxrl_reason.sampling.sampler import SamplingConfig, round_up
+from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.loop import fit
 from jaxrl_reason.training.metrics import MetricWriter, read_metrics
@@ -156,7 +155,7 @@ def self_label(s: common.Setup, params_list: Sequence, task: AdditionTask,
     texts: dict[Label, str] = {}
     first: list[bool] = []  # model 0's first output per problem: correct? (precision unfiltered)
     for m, params in enumerate(params_list):
-        results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, cfg,
+        results = rollouts.sample_and_check(s.sampler, params, task, s.tok, problems, cfg,
                                       jax.random.fold_in(key, m))
         for i, r in enumerate(results):
             ok = r.finished and r.check.answer is not None
@@ -334,9 +333,9 @@ def self_improve(
                             ckpt_every=ckpt_every, log_every=log_every,
                             desc=f"round {r} model {m}")
             ckpts[m].wait()
-        results = evaluation.rollouts(s.sampler, states[0]["params"], task, s.tok, eval_set,
+        results = rollouts.sample_and_check(s.sampler, states[0]["params"], task, s.tok, eval_set,
                                       greedy)
-        rec = writer.write(r, {**evaluation.accuracy_by_difficulty(results), **stats,
+        rec = writer.write(r, {**rollouts.accuracy_by_difficulty(results), **stats,
                                "steps": ends[r], "seconds": round(time.time() - t0, 1)})
         history.append(rec)
         plots.accuracy_plot(history, os.path.join(workdir, "accuracy.png"), x="round",

@@ -24,19 +24,17 @@ import dataclasses
 import itertools
 import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import gin
 import jax
-from tqdm import tqdm
 
-from jaxrl_reason import files, rng
-from jaxrl_reason.algorithms import common, evaluation, sft
+from jaxrl_reason import common, files, rng, rollouts
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.errors import UserError, require, typed
 from jaxrl_reason.sampling.sampler import SamplingConfig
+from jaxrl_reason.sft import loop as sft
 from jaxrl_reason.training.checkpoints import read_params
 from jaxrl_reason.verifiers import labels, montecarlo, training
 from jaxrl_reason.verifiers.scoring import VerifierMeta
@@ -82,12 +80,6 @@ def policy(workdir: str, policy_workdir: str | None = None, large: bool = False,
     return Policy(setup, params, directory)
 
 
-def progress(total: int, desc: str, unit: str = "chunk", initial: int = 0) -> tqdm:
-    """A progress bar on process 0 (the jobs' stages that are not `fit` loops)."""
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
-                disable=jax.process_index() != 0, mininterval=1.0)
-
-
 def sample_solutions(
     directory: str,
     pol: Policy,
@@ -104,12 +96,12 @@ def sample_solutions(
     delimiters = step_delimiters(pol.setup.tok)
     out: list[Solution] = []
     starts = range(0, len(problems), per_chunk)
-    bar = progress(len(starts), files.path(directory).name)
+    bar = common.progress(len(starts), files.path(directory).name)
     for c, start in enumerate(starts):
         path = files.path(directory) / f"chunk_{c:04d}.jsonl"
         if not path.exists():
             part = problems[start : start + per_chunk]
-            results = evaluation.rollouts(pol.setup.sampler, pol.params, task, pol.setup.tok,
+            results = rollouts.sample_and_check(pol.setup.sampler, pol.params, task, pol.setup.tok,
                                           part, cfg, jax.random.fold_in(key, c),
                                           chunk=per_chunk * cfg.n)
             index = [start + i // cfg.n for i in range(len(results))]
@@ -138,7 +130,7 @@ def monte_carlo_labels(
         state = montecarlo.MonteCarloState(**files.read_json(path))
     if not state.done(solutions):
         pol.setup.sampler.load(pol.params)
-    bar = progress(max(len(s.step_ends) for s in solutions), "monte_carlo", "step",
+    bar = common.progress(max(len(s.step_ends) for s in solutions), "monte_carlo", "step",
                    state.next_step)
     while not state.done(solutions):
         montecarlo.label_round(pol.setup.sampler, task, pol.setup.tok, problems, solutions,
@@ -154,23 +146,6 @@ def monte_carlo_labels(
 def train_problems(task: Task, seed: int, count: int) -> list[Problem]:
     """The verifier's training problems: the train split, from a stream of its own."""
     return list(itertools.islice(task.problems("train", seed + 1), count))
-
-
-class Timer:
-    """Wall and CPU seconds (this process, all threads) per stage, accumulated over resumes in
-    workdir/timings.json: CPU seconds do not depend on what else the machine runs."""
-
-    def __init__(self, workdir: str):
-        self.path = files.path(workdir) / "timings.json"
-        self.seconds = files.read_json(self.path) if self.path.exists() else {}
-
-    @contextlib.contextmanager
-    def stage(self, name: str):
-        wall, cpu = time.time(), time.process_time()
-        yield
-        for key, spent in ((name, time.time() - wall), (f"{name}_cpu", time.process_time() - cpu)):
-            self.seconds[key] = round(self.seconds.get(key, 0.0) + spent, 1)
-        files.write_json(self.path, self.seconds)
 
 
 @gin.configurable(denylist=["workdir"])
@@ -207,7 +182,7 @@ def train_verifier(
     unknown = [v for v in verifiers if v not in training.SPECS]
     require(not unknown and len(set(verifiers)) == len(verifiers), "train_verifier.verifiers",
             verifiers, f"must be distinct names from {sorted(training.SPECS)}")
-    timer = Timer(workdir)
+    timer = common.Timer(workdir)
     with timer.stage("policy"):
         pol = policy(workdir, policy_workdir)
     if large_policy:

@@ -23,9 +23,7 @@ import gin
 import jax
 import numpy as np
 
-from jaxrl_reason import files, rng
-from jaxrl_reason.algorithms import evaluation
-from jaxrl_reason.algorithms.verifier import Policy, Timer, policy, progress, sample_solutions
+from jaxrl_reason import common, files, rng, rollouts
 from jaxrl_reason.data.batching import encode_prompt
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.errors import UserError, require, typed
@@ -41,6 +39,7 @@ from jaxrl_reason.search.strategies import (
     parse_method,
 )
 from jaxrl_reason.verifiers.labels import step_accuracy
+from jaxrl_reason.verifiers.loop import Policy, policy, sample_solutions
 from jaxrl_reason.verifiers.scoring import Verifier, aggregate, load_verifier
 from jaxrl_reason.verifiers.solutions import Solution, step_delimiters
 
@@ -103,7 +102,7 @@ class SearchContext:
         if not path.exists():
             pol = pol or self.pol
             cfg = dataclasses.replace(self.sampling, temperature=0.0)
-            results = evaluation.rollouts(pol.setup.sampler, pol.params, self.task,
+            results = rollouts.sample_and_check(pol.setup.sampler, pol.params, self.task,
                                           pol.setup.tok, self.problems, cfg)
             files.write_json(path, {"correct": [float(r.check.correct) for r in results],
                                     "tokens": [len(r.completion_ids) for r in results]})
@@ -122,7 +121,7 @@ class SearchContext:
         select = weighted_vote if self.beam_final == "weighted" else best_of_n
         key = rng.key(self.seed, "beam", kind, verifier, n)
         starts = range(0, len(self.problems), per_chunk)
-        bar = progress(len(starts), directory.name)
+        bar = common.progress(len(starts), directory.name)
         for c, start in enumerate(starts):
             path = directory / f"chunk_{c:04d}.json"
             if not path.exists():
@@ -254,7 +253,7 @@ def search(
                         max_depth=max_depth, aggregate=aggregate, beam_final=beam_final,
                         seed=seed)
     ns = budgets(max_n)
-    timer = Timer(outdir)
+    timer = common.Timer(outdir)
     with timer.stage("pool_and_scores"):
         ctx.pool()
     results: dict[str, dict[int, dict]] = {}
@@ -311,7 +310,7 @@ def _sampled_pass_at_1(ctx: SearchContext, pol: Policy, n: int) -> float:
     path = files.path(ctx.out) / "large_sampled.json"
     if not path.exists():
         cfg = dataclasses.replace(ctx.sampling, n=n)
-        results = evaluation.rollouts(pol.setup.sampler, pol.params, ctx.task, pol.setup.tok,
+        results = rollouts.sample_and_check(pol.setup.sampler, pol.params, ctx.task, pol.setup.tok,
                                       ctx.problems, cfg, rng.key(ctx.seed, "large"))
         files.write_json(path, {"accuracy": float(np.mean([r.check.correct for r in results]))})
     return files.read_json(path)["accuracy"]

@@ -19,16 +19,16 @@ import itertools
 import os
 import random
 import time
+from collections import Counter
 from typing import Literal
 
 import gin
 import jax
 from absl import logging
 
-from jaxrl_reason import files, rng
-from jaxrl_reason.algorithms import common, evaluation, plots
+from jaxrl_reason import common, files, plots, rng, rollouts
 from jaxrl_reason.data.batching import Example, ExampleStream, encode_example, encode_prompt
-from jaxrl_reason.data.tasks import Problem, Task
+from jaxrl_reason.data.tasks import LengthTask, Problem, Task
 from jaxrl_reason.errors import require, typed
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
@@ -46,9 +46,11 @@ def steps_for_iteration(n: int, first: int, add: int, growth: float) -> int:
 class Collected:
     examples: list[Example]  # prompt WITHOUT hint + the sampled completion ids, to fine-tune on
     texts: list[tuple[str, str]]  # the same, as text, for kept.jsonl
-    kept: int
+    kept: int  # solved without the hint (first samples or retries)
     rationalized: int
-    samples: list[evaluation.Rollout]
+    samples: list[rollouts.Rollout]
+    retried: int = 0  # of `kept`, solved only by the retry samples
+    by_difficulty: dict[str, int] = dataclasses.field(default_factory=dict)  # kept/<d>, any route
 
 
 def collect(
@@ -59,24 +61,39 @@ def collect(
     cfg: SamplingConfig,
     rationalize: bool,
     key: jax.Array,
+    retry: SamplingConfig | None = None,
 ) -> Collected:
     """Steps 1-3 of an iteration: sample, filter by the checker, rationalize the failures.
 
     A sample is kept iff it finished (emitted EOS) and the checker accepts its answer; the kept
-    completion is the sampler's own ids. `key` is split into the sampling and the hinted stream."""
-    results = evaluation.rollouts(s.sampler, params, task, s.tok, problems, cfg,
+    completion is the sampler's own ids. `retry` (the paper's "sample until correct, within a
+    budget") draws `retry.n` more samples for every problem none of the first `cfg.n` solved,
+    before rationalizing what is still unsolved. `key` is split into the sampling, the hinted
+    and the retry stream."""
+    results = rollouts.sample_and_check(s.sampler, params, task, s.tok, problems, cfg,
                                   jax.random.fold_in(key, 0))
-    chosen: dict[int, evaluation.Rollout] = {}
+    chosen: dict[int, rollouts.Rollout] = {}
     prompts: dict[int, tuple[int, ...]] = {}
-    for i, r in enumerate(results):
-        p = i // cfg.n
-        if r.finished and r.check.correct and p not in chosen:
-            chosen[p], prompts[p] = r, r.prompt_ids
-    kept = len(chosen)
+
+    def keep_correct(drawn: list[rollouts.Rollout], index: list[int], n: int) -> int:
+        before = len(chosen)
+        for i, r in enumerate(drawn):
+            p = index[i // n]
+            if r.finished and r.check.correct and p not in chosen:
+                chosen[p], prompts[p] = r, r.prompt_ids
+        return len(chosen) - before
+
+    kept = keep_correct(results, list(range(len(problems))), cfg.n)
+    retried = 0
+    if retry is not None and (failed := [p for p in range(len(problems)) if p not in chosen]):
+        again = rollouts.sample_and_check(s.sampler, params, task, s.tok,
+                                          [problems[p] for p in failed], retry,
+                                          jax.random.fold_in(key, 2))
+        retried = keep_correct(again, failed, retry.n)
     failed = [p for p in range(len(problems)) if p not in chosen]
     rationalized = 0
     if rationalize and failed:
-        hinted = evaluation.rollouts(
+        hinted = rollouts.sample_and_check(
             s.sampler,
             params,
             task,
@@ -95,7 +112,15 @@ def collect(
     order = sorted(chosen)
     examples = [Example(prompts[p], chosen[p].completion_ids) for p in order]
     texts = [(task.prompt(problems[p]), chosen[p].completion) for p in order]
-    return Collected(examples, texts, kept, rationalized, results)
+    by_length = Counter(problems[p].difficulty for p in order)
+    return Collected(examples, texts, kept + retried, rationalized, results, retried,
+                     {f"kept/{d}": by_length[d] for d in sorted({p.difficulty for p in problems})})
+
+
+def _info(got: Collected) -> dict[str, int]:
+    """What an iteration's collection kept, for metrics.jsonl and kept.jsonl.info."""
+    return {"kept": got.kept, "rationalized": got.rationalized, "retried": got.retried,
+            **got.by_difficulty}
 
 
 def _save_kept(path: str, got: Collected) -> None:
@@ -103,7 +128,7 @@ def _save_kept(path: str, got: Collected) -> None:
         {"prompt": prompt, "completion": completion, "prompt_ids": list(ex.prompt),
          "completion_ids": [int(t) for t in ex.completion]}
         for (prompt, completion), ex in zip(got.texts, got.examples, strict=True)])
-    files.write_json(path + ".info", {"kept": got.kept, "rationalized": got.rationalized})
+    files.write_json(path + ".info", _info(got))
 
 
 def _load_kept(path: str) -> tuple[list[Example], dict]:
@@ -117,7 +142,7 @@ def _load_kept(path: str) -> tuple[list[Example], dict]:
 def direct_baseline(
     workdir: str,
     steps: int,
-    task: Task = gin.REQUIRED,
+    task: LengthTask = gin.REQUIRED,
     num_problems: int = 3000,
     batch_size: int = 64,
     max_len: int = 128,
@@ -146,8 +171,8 @@ def direct_baseline(
         p for d in difficulties for p in task.problems_of_length(d, eval_per_difficulty, seed)
     ]
     greedy = SamplingConfig(max_new_tokens=16, temperature=0.0)
-    acc = evaluation.accuracy_by_difficulty(
-        evaluation.rollouts(s.sampler, state["params"], task, s.tok, problems, greedy)
+    acc = rollouts.accuracy_by_difficulty(
+        rollouts.sample_and_check(s.sampler, state["params"], task, s.tok, problems, greedy)
     )
     history = [MetricWriter(workdir, None, key="iteration").write(0, {**acc, "steps": steps})]
     print(plots.table(history))
@@ -158,7 +183,7 @@ def direct_baseline(
 @typed
 def star(
     workdir: str,
-    task: Task = gin.REQUIRED,
+    task: LengthTask = gin.REQUIRED,
     seed_task: Task = gin.REQUIRED,
     num_seed_examples: int = 300,
     base_steps: int = 300,
@@ -166,6 +191,8 @@ def star(
     num_problems: int = 1000,
     samples_per_problem: int = 1,
     temperature: float = 0.7,
+    retry_samples: int = 0,
+    retry_temperature: float | None = None,
     rationalize: bool = True,
     restart_from_base: bool = True,
     first_steps: int = 300,
@@ -182,11 +209,15 @@ def star(
 ) -> list[dict]:
     """Runs (or resumes) STaR in `workdir`; returns the per-iteration metrics.
 
+    `retry_samples` more samples (at `retry_temperature`, default `temperature`) go to every
+    problem that none of the first `samples_per_problem` solved, before rationalization.
+
     mode="direct" runs `direct_baseline` instead, with the same total step budget."""
     for name, value in (("iterations", iterations), ("base_steps", base_steps),
                         ("first_steps", first_steps), ("num_problems", num_problems),
                         ("samples_per_problem", samples_per_problem), ("batch_size", batch_size)):
         require(value >= 1, f"star.{name}", value, "must be >= 1")
+    require(retry_samples >= 0, "star.retry_samples", retry_samples, "must be >= 0")
     t_start = time.time()
     schedule = [
         steps_for_iteration(n, first_steps, steps_add, steps_growth)
@@ -202,14 +233,17 @@ def star(
     sampling = SamplingConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, n=samples_per_problem
     )
+    retry = None if retry_samples == 0 else SamplingConfig(
+        max_new_tokens=max_new_tokens, n=retry_samples,
+        temperature=temperature if retry_temperature is None else retry_temperature)
     greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     eval_sets = {d: task.problems_of_length(d, eval_per_difficulty, seed) for d in difficulties}
     pool = list(itertools.islice(task.problems("train", seed), num_problems))
 
     def evaluate(params) -> dict[str, float]:
         problems = [p for d in difficulties for p in eval_sets[d]]
-        return evaluation.accuracy_by_difficulty(
-            evaluation.rollouts(s.sampler, params, task, s.tok, problems, greedy)
+        return rollouts.accuracy_by_difficulty(
+            rollouts.sample_and_check(s.sampler, params, task, s.tok, problems, greedy)
         )
 
     # ---- base model: SFT on the seed rationales (short problems only) ---------------------
@@ -274,8 +308,8 @@ def star(
         else:
             problems = random.Random(f"star-{seed}-{n}").sample(pool, len(pool))
             got = collect(s, state["params"], task, problems, sampling, rationalize,
-                          rng.key(seed, n, "collect"))
-            examples, info = got.examples, {"kept": got.kept, "rationalized": got.rationalized}
+                          rng.key(seed, n, "collect"), retry)
+            examples, info = got.examples, _info(got)
             _save_kept(kept_path, got)
             _write_samples(os.path.join(workdir, f"iteration_{n:03d}", "samples.txt"), got.samples)
             start_params = base_params if restart_from_base else state["params"]
@@ -333,7 +367,7 @@ def star(
     return history
 
 
-def _write_samples(path: str, samples: list[evaluation.Rollout], limit: int = 50) -> None:
+def _write_samples(path: str, samples: list[rollouts.Rollout], limit: int = 50) -> None:
     """A few rollouts, verdict first, for a person to read."""
     files.write_atomic(path, "".join(
         f"### {'CORRECT' if r.check.correct else 'WRONG'} (gold {r.problem.answer}) "

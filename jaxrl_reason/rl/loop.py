@@ -28,15 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxrl_reason import files, rng
-from jaxrl_reason.algorithms import common
+from jaxrl_reason import common, files, rng
 from jaxrl_reason.data.batching import encode_prompt
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.errors import require, typed
 from jaxrl_reason.rl import dynamic, plots, reference, validation
 from jaxrl_reason.rl import rewards as rewards_lib
 from jaxrl_reason.rl.learner import Learner, LearnerConfig
-from jaxrl_reason.rl.rollouts import Rollouts, from_samples
+from jaxrl_reason.rollouts import Rollouts, from_samples
 from jaxrl_reason.training.checkpoints import Checkpointer, read_params
 from jaxrl_reason.training.metrics import MetricWriter
 from jaxrl_reason.training.trainer import State

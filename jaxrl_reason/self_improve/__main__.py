@@ -8,7 +8,7 @@ Re-running the same command on the same workdir resumes at the round and step it
 import os
 
 from jaxrl_reason import cli, registry  # noqa: F401  (registry registers every configurable)
-from jaxrl_reason.algorithms import self_improve
+from jaxrl_reason.self_improve import loop as self_improve
 
 
 def main() -> None:

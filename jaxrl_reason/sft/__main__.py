@@ -9,7 +9,7 @@ from jaxrl_reason import (
     cli,
     registry,  # noqa: F401  (registers every configurable with gin)
 )
-from jaxrl_reason.algorithms import sft
+from jaxrl_reason.sft import loop as sft
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """A run's trained weights as a Hugging Face checkpoint that transformers loads.
 
-    python -m jaxrl_reason.models.hf --workdir=RUN --out=DIR [--step=N]
+    python -m jaxrl_reason.export --workdir=RUN --out=DIR [--step=N]
 
 Rebuilds the run's model from its config.gin, restores the checkpoint (latest, or --step),
 and exports it; a run that started from an HF checkpoint (`build.pretrained`) keeps that
@@ -14,10 +14,9 @@ from absl import flags
 
 from jaxrl_reason import (
     cli,
-    evaluate,  # defines --step
+    common,
     registry,  # noqa: F401  (registers every configurable with gin)
 )
-from jaxrl_reason.algorithms import common
 from jaxrl_reason.errors import UserError
 from jaxrl_reason.models.hf.export import export
 
@@ -29,7 +28,7 @@ def export_run(workdir: str, out: str | None, step: int | None = None) -> str:
     if not out:
         raise UserError("--out is required (the directory to write the checkpoint to)")
     s = common.build()
-    params, restored = evaluate.restore_params(s, workdir, step)
+    params, restored = common.restore_params(s, workdir, step)
     like = s.pretrained.path if s.pretrained is not None else None
     export(params, s.model_cfg, out, like=like)
     print(f"exported step {restored} of {workdir} to {out}")

@@ -1,19 +1,27 @@
-"""What every job builds the same way: tokenizer-sized model config, mesh, trainer, sampler."""
+"""What every job builds the same way: tokenizer-sized model config, mesh, trainer, sampler;
+a run's parameters restored; progress bars and stage timers."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
+import time
+from typing import Any
 
 import gin
 import jax
+from tqdm import tqdm
 
-from jaxrl_reason import parallel
+from jaxrl_reason import files, parallel
+from jaxrl_reason.data.tasks import Task
 from jaxrl_reason.errors import UserError
 from jaxrl_reason.models.hf.checkpoint import HFCheckpoint
 from jaxrl_reason.models.transformer import ModelConfig
 from jaxrl_reason.sampling.sampler import Sampler
 from jaxrl_reason.tokenizers import CharTokenizer, Tokenizer
+from jaxrl_reason.training.checkpoints import read_params
 from jaxrl_reason.training.optim import make_optimizer
 from jaxrl_reason.training.trainer import State, Trainer
 
@@ -65,3 +73,49 @@ def build(tokenizer: type = CharTokenizer, model: type = ModelConfig,
     sampler = Sampler(model_cfg, stop_tokens=tok.stop_ids, mesh=mesh, pad_id=tok.pad_id,
                       banned_ids=banned)
     return Setup(tok, model_cfg, trainer, sampler, pretrained)
+
+
+def restore_params(s: Setup, workdir: str, step: int | None = None,
+                   model: int = 0) -> tuple[Any, int]:
+    """(params, step) of the run's checkpoint at `step` (default: latest), without reading the
+    optimizer moments. A self-improvement run keeps one directory per model,
+    checkpoints/model_<m>; `model` picks it."""
+    directory = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(os.path.join(directory, f"model_{model}")):
+        directory = os.path.join(directory, f"model_{model}")
+    elif model != 0:
+        raise UserError(f"evaluate.model={model}: {workdir} keeps no checkpoints/model_{model}")
+    return read_params(directory, s.trainer.abstract_state["params"], step)
+
+
+def progress(total: int, desc: str, unit: str = "chunk", initial: int = 0) -> tqdm:
+    """A progress bar on process 0 (the jobs' stages that are not `fit` loops)."""
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                disable=jax.process_index() != 0, mininterval=1.0)
+
+
+class Timer:
+    """Wall and CPU seconds (this process, all threads) per stage, accumulated over resumes in
+    workdir/timings.json: CPU seconds do not depend on what else the machine runs."""
+
+    def __init__(self, workdir: str):
+        self.path = files.path(workdir) / "timings.json"
+        self.seconds = files.read_json(self.path) if self.path.exists() else {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        wall, cpu = time.time(), time.process_time()
+        yield
+        for key, spent in ((name, time.time() - wall), (f"{name}_cpu", time.process_time() - cpu)):
+            self.seconds[key] = round(self.seconds.get(key, 0.0) + spent, 1)
+        files.write_json(self.path, self.seconds)
+
+
+def run_task(workdir: str) -> Task:
+    """The task a run trained on: the `<job>.task` binding of its config.gin, which the caller
+    has parsed (any job: star, sft, rl, train_verifier, ...)."""
+    text = (files.path(workdir) / "config.gin").read_text()
+    for job in re.findall(r"^(\w+)\.task\s*=", text, flags=re.M):
+        return gin.query_parameter(f"{job}.task").scoped_configurable_fn()
+    raise UserError(f"{workdir}/config.gin binds no <job>.task; bind evaluate.task / "
+                    "sample.task")
