@@ -14,8 +14,6 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import gin
-
 
 class UserError(Exception):
     """An error the user fixes by changing a flag, a binding or a path."""
@@ -52,9 +50,7 @@ def _matches(value: Any, hint: Any) -> bool | None:
     if hint is str:
         return isinstance(value, str)
     if getattr(hint, "_is_runtime_protocol", False):  # a task capability: data.tasks.LengthTask
-        # a gin reference (`@AdditionTask()`) is checked once it is built, by the call
-        return None if isinstance(value, gin.config.ConfigurableReference) else isinstance(
-            value, hint)
+        return isinstance(value, hint)
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, tuple | list):

@@ -117,7 +117,9 @@ def _bound_values_fit_their_types() -> None:
     for (_, selector), values in gin.config._CONFIG.items():  # gin has no public iterator
         fn = inspect.unwrap(gin.config._REGISTRY.get_match(selector).wrapped)
         target = fn.__init__ if inspect.isclass(fn) and not dataclasses.is_dataclass(fn) else fn
-        check_types(selector.rsplit(".", 1)[-1], values, typing.get_type_hints(target))
+        built = {k: v for k, v in values.items()  # a reference (`@AdditionTask()`) is checked
+                 if not isinstance(v, gin.config.ConfigurableReference)}  # when it is built
+        check_types(selector.rsplit(".", 1)[-1], built, typing.get_type_hints(target))
     ModelConfig()
     make_optimizer()
     SamplingConfig()

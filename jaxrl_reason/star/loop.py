@@ -70,47 +70,35 @@ def collect(
     budget") draws `retry.n` more samples for every problem none of the first `cfg.n` solved,
     before rationalizing what is still unsolved. `key` is split into the sampling, the hinted
     and the retry stream."""
-    results = rollouts.sample_and_check(s.sampler, params, task, s.tok, problems, cfg,
-                                  jax.random.fold_in(key, 0))
     chosen: dict[int, rollouts.Rollout] = {}
-    prompts: dict[int, tuple[int, ...]] = {}
 
-    def keep_correct(drawn: list[rollouts.Rollout], index: list[int], n: int) -> int:
+    def draw(todo: list[int], sampling: SamplingConfig, stream: int, hinted: bool = False
+             ) -> tuple[list[rollouts.Rollout], int]:
+        """Samples problems `todo` and keeps each one's first correct, finished completion."""
+        drawn = rollouts.sample_and_check(
+            s.sampler, params, task, s.tok, [problems[p] for p in todo], sampling,
+            jax.random.fold_in(key, stream),
+            hints=[problems[p].answer for p in todo] if hinted else None)
         before = len(chosen)
         for i, r in enumerate(drawn):
-            p = index[i // n]
+            p = todo[i // sampling.n]
             if r.finished and r.check.correct and p not in chosen:
-                chosen[p], prompts[p] = r, r.prompt_ids
-        return len(chosen) - before
+                chosen[p] = r
+        return drawn, len(chosen) - before
 
-    kept = keep_correct(results, list(range(len(problems))), cfg.n)
-    retried = 0
-    if retry is not None and (failed := [p for p in range(len(problems)) if p not in chosen]):
-        again = rollouts.sample_and_check(s.sampler, params, task, s.tok,
-                                          [problems[p] for p in failed], retry,
-                                          jax.random.fold_in(key, 2))
-        retried = keep_correct(again, failed, retry.n)
-    failed = [p for p in range(len(problems)) if p not in chosen]
-    rationalized = 0
-    if rationalize and failed:
-        hinted = rollouts.sample_and_check(
-            s.sampler,
-            params,
-            task,
-            s.tok,
-            [problems[p] for p in failed],
-            cfg,
-            jax.random.fold_in(key, 1),
-            hints=[problems[p].answer for p in failed],
-        )
-        for i, r in enumerate(hinted):
-            p = failed[i // cfg.n]
-            if r.finished and r.check.correct and p not in chosen:
-                chosen[p] = r  # stored under the prompt WITHOUT the hint:
-                prompts[p] = tuple(encode_prompt(s.tok, task.prompt(problems[p])))
-                rationalized += 1
+    def unsolved() -> list[int]:
+        return [p for p in range(len(problems)) if p not in chosen]
+
+    results, kept = draw(list(range(len(problems))), cfg, 0)
+    retried = rationalized = 0
+    if retry is not None and unsolved():
+        retried = draw(unsolved(), retry, 2)[1]
+    if rationalize and unsolved():
+        rationalized = draw(unsolved(), cfg, 1, hinted=True)[1]
     order = sorted(chosen)
-    examples = [Example(prompts[p], chosen[p].completion_ids) for p in order]
+    # every kept completion is stored under the prompt WITHOUT the hint
+    examples = [Example(tuple(encode_prompt(s.tok, task.prompt(problems[p]))),
+                        chosen[p].completion_ids) for p in order]
     texts = [(task.prompt(problems[p]), chosen[p].completion) for p in order]
     by_length = Counter(problems[p].difficulty for p in order)
     return Collected(examples, texts, kept + retried, rationalized, results, retried,
