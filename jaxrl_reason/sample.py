@@ -60,7 +60,7 @@ def sample(
         prompts = [p.replace("\\n", "\n") for p in flags.FLAGS.prompt]
         if isinstance(task, QuestionTask) and not any(p.endswith("\n") for p in prompts):
             print("note: --prompt is sent as given; --question='...' formats a question the "
-                  f"way the run's task does, e.g. {task.prompt(_example(task))!r}")
+                  f"way the run's task does, e.g. {task.prompt(next(task.problems('test', 0)))!r}")
         s.sampler.load(params)
         out = s.sampler.generate([encode_prompt(s.tok, p) for p in prompts], sampling, seed)
         for i, text in zip(out.prompt_index, rollouts.decode_completions(s.tok, out), strict=True):
@@ -70,10 +70,6 @@ def sample(
     for r in rollouts.sample_and_check(s.sampler, params, task, s.tok, problems, sampling, seed):
         verdict = "CORRECT" if r.check.correct else f"WRONG (gold {r.problem.answer})"
         print(f"--- {r.prompt!r} -> {verdict} steps={r.check.steps}\n{r.completion}")
-
-
-def _example(task: Task):
-    return next(iter(task.problems("test", 0)))
 
 
 if __name__ == "__main__":
