@@ -105,7 +105,7 @@ def load(path: str, step: int | None = None, bindings: Sequence[str] = ()) -> Mo
     if not os.path.isfile(config):
         raise UserError(f"{path!r} is neither a run's workdir (no config.gin) nor a Hugging Face "
                         "model directory (no config.json)")
-    cli.parse_gin([config], bindings)
+    cli.parse_gin([], bindings, run_config=config)
     setup = common.build()
     params, _ = common.restore_params(setup, path, step)
     return Model(setup, params, common.run_task(path))

@@ -8,6 +8,7 @@ Only process 0 writes the workdir's config.gin.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -45,17 +46,28 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def parse_gin(files_: Sequence[str], params: Sequence[str]) -> None:
-    """Parses gin files and bindings, turning gin's errors into one line that names the culprit."""
+# Bindings that runs of earlier versions wrote into their config.gin and that no longer exist
+# (the trainer's loss is a function its job hands it; the verifier job's second models are
+# explicit arguments): dropped when a run's config is read back, so every run stays readable.
+RETIRED = re.compile(r"^(\w+/)?(Trainer\.loss|verifier_loss\.lm_weight|"
+                     r"train_verifier\.large_policy)\s*=.*\n?", re.M)
+
+
+def parse_gin(files_: Sequence[str], params: Sequence[str], run_config: str | None = None
+              ) -> None:
+    """Parses a run's own config.gin (`run_config`, its retired bindings dropped), then gin
+    files and bindings, turning gin's errors into one line that names the culprit."""
     for f in files_:
         if not os.path.exists(f):
             raise UserError(f"--gin_file={f}: no such file (paths are relative to {os.getcwd()})")
     try:
+        if run_config is not None:
+            gin.parse_config(RETIRED.sub("", files.path(run_config).read_text()))
         gin.parse_config_files_and_bindings(files_, params, finalize_config=False)
     except (ValueError, SyntaxError, TypeError) as e:
         raise UserError(
-            f"bad gin config ({_first_line(e)}); check --gin_file {list(files_)} and "
-            f"--gin_param {list(params)}"
+            f"bad gin config ({_first_line(e)}); check {run_config or ''} --gin_file "
+            f"{list(files_)} and --gin_param {list(params)}"
         ) from None
 
 
@@ -74,9 +86,10 @@ def run(
 ) -> None:
     """absl entry point: parse gin, prepare the workdir, run `job(workdir)`, report user errors.
 
-    `default_gin_file` is the job's embedded default, used when no --gin_file is given. With
-    `use_workdir_config` (read-only jobs: sample, evaluate) the run's own workdir/config.gin
-    comes first, so the model is rebuilt exactly as trained; --gin_file/--gin_param override."""
+    `default_gin_file` is the job's embedded default (a file of configs/), used when no
+    --gin_file is given. With `use_workdir_config` (read-only jobs: sample, evaluate, search)
+    the run's own workdir/config.gin comes first, so the model is rebuilt exactly as trained;
+    --gin_file/--gin_param override."""
 
     def main(argv):
         if not FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the bar readable
@@ -86,15 +99,16 @@ def run(
         try:
             if require_workdir and not FLAGS.workdir:
                 raise UserError("--workdir is required (it holds checkpoints; re-use it to resume)")
-            gin_files = FLAGS.gin_file or ([default_gin_file] if default_gin_file else [])
+            default = [os.path.join(CONFIGS_DIR, default_gin_file)] if default_gin_file else []
+            gin_files, run_config = FLAGS.gin_file or default, None
             if use_workdir_config:
                 run_config = os.path.join(FLAGS.workdir, "config.gin")
                 if not files.path(run_config).exists():
                     raise UserError(
                         f"no checkpoint to read: {run_config} not found (not a training run)"
                     )
-                gin_files = [run_config, *FLAGS.gin_file]
-            parse_gin(gin_files, FLAGS.gin_param)
+                gin_files = list(FLAGS.gin_file)
+            parse_gin(gin_files, FLAGS.gin_param, run_config)
             distributed.maybe_initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                          FLAGS.process_id)
             writes_config = bool(FLAGS.workdir) and not use_workdir_config

@@ -12,6 +12,7 @@ from typing import Any
 
 import gin
 import jax
+from gin import config_parser
 from tqdm import tqdm
 
 from jaxrl_reason import files, parallel
@@ -22,6 +23,7 @@ from jaxrl_reason.models.transformer import ModelConfig
 from jaxrl_reason.sampling.sampler import Sampler
 from jaxrl_reason.tokenizers import CharTokenizer, Tokenizer
 from jaxrl_reason.training.checkpoints import read_params
+from jaxrl_reason.training.losses import LossFn, sft_loss
 from jaxrl_reason.training.optim import make_optimizer
 from jaxrl_reason.training.trainer import State, Trainer
 
@@ -50,13 +52,14 @@ class Setup:
         return self.trainer.reset_optimizer({"params": params})
 
 
-@gin.configurable
+@gin.configurable(denylist=["loss"])
 def build(tokenizer: type = CharTokenizer, model: type = ModelConfig,
-          pretrained: HFCheckpoint | None = None) -> Setup:
-    """Model sized to the tokenizer; trainer and sampler on one mesh. Neither ever sees the pad
-    or BOS id as a token to generate (the sampler masks them, the trainer's log-probs too),
-    unless it is a stop token. With `pretrained` (a Hugging Face model directory) the tokenizer,
-    the architecture and the starting weights (`Setup.init`) are the checkpoint's."""
+          pretrained: HFCheckpoint | None = None, loss: LossFn = sft_loss) -> Setup:
+    """Model sized to the tokenizer; trainer (training `loss`) and sampler on one mesh. Neither
+    ever sees the pad or BOS id as a token to generate (the sampler masks them, the trainer's
+    log-probs too), unless it is a stop token. With `pretrained` (a Hugging Face model
+    directory) the tokenizer, the architecture and the starting weights (`Setup.init`) are the
+    checkpoint's."""
     compilation_cache()
     if pretrained is None:
         tok = tokenizer()
@@ -69,10 +72,47 @@ def build(tokenizer: type = CharTokenizer, model: type = ModelConfig,
                             f"{tok.vocab_size} ids but the model only {model_cfg.vocab_size}")
     mesh = parallel.make_mesh()
     banned = tuple(sorted({tok.pad_id, tok.bos_id} - set(tok.stop_ids)))
-    trainer = Trainer(model_cfg, make_optimizer(), mesh, banned_ids=banned)
+    trainer = Trainer(model_cfg, make_optimizer(), mesh, loss=loss, banned_ids=banned)
     sampler = Sampler(model_cfg, stop_tokens=tok.stop_ids, mesh=mesh, pad_id=tok.pad_id,
                       banned_ids=banned)
     return Setup(tok, model_cfg, trainer, sampler, pretrained)
+
+
+# What makes a model and its tokenizer: a run started from another run takes these from it.
+MODEL_CONFIGURABLES = ("ModelConfig", "build", "CharTokenizer", "SentencePieceTokenizer",
+                       "HFTokenizer", "HFCheckpoint")
+
+
+def inherit_model(run_dir: str) -> list[str]:
+    """Binds the model and tokenizer of the run in `run_dir` (the unscoped MODEL_CONFIGURABLES
+    bindings of its config.gin) wherever this job's config binds nothing, so a job started
+    from another run's checkpoint needs no second copy of its shape. This config's own
+    bindings win (a checkpoint of another shape is then refused when it is read). Returns the
+    names bound; none when the run has no config.gin."""
+    path = files.path(run_dir) / "config.gin"
+    if not path.exists():
+        return []
+    parser = config_parser.ConfigParser(path.read_text(), gin.config.ParserDelegate(
+        skip_unknown=True))
+    bound = []
+    for st in parser:
+        if not (isinstance(st, config_parser.BindingStatement) and not st.scope
+                and st.selector in MODEL_CONFIGURABLES):
+            continue
+        name = f"{st.selector}.{st.arg_name}"
+        try:
+            gin.query_parameter(name)
+            continue  # bound here: this config's own binding wins
+        except ValueError:
+            pass
+        try:
+            with gin.unlock_config():
+                gin.bind_parameter(name, st.value)
+        except ValueError:
+            raise UserError(f"{path} binds {name}, which this version does not know: "
+                            "bind the model's shape in this job's config instead") from None
+        bound.append(name)
+    return bound
 
 
 def restore_params(s: Setup, workdir: str, step: int | None = None,

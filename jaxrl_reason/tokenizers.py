@@ -69,6 +69,10 @@ class CharTokenizer:
                 out.append(self.alphabet[i - 3])
         return "".join(out)
 
+    def token_bytes(self, ids: Iterable[int]) -> list[bytes]:
+        """Each id's UTF-8 bytes in running text (b"" for pad/bos/eos)."""
+        return [self.alphabet[i - 3].encode() if i >= 3 else b"" for i in map(int, ids)]
+
 
 @gin.configurable
 class SentencePieceTokenizer:
@@ -120,6 +124,21 @@ class SentencePieceTokenizer:
         if self.eos_id in ids:
             ids = ids[: ids.index(self.eos_id)]
         return self._sp.decode([i for i in ids if i != self.pad_id])
+
+    def token_bytes(self, ids: Iterable[int]) -> list[bytes]:
+        """Each id's bytes in running text: "\u2581" is the space it stands for, a byte-fallback
+        piece <0xNN> its byte, control and unknown ids nothing. (A text's first piece carries
+        the space sentencepiece adds in front of every text, which decoding drops.)"""
+        out = []
+        for i in map(int, ids):
+            piece = self._sp.id_to_piece(i)
+            if self._sp.is_byte(i):
+                out.append(bytes([int(piece[3:5], 16)]))
+            elif self._sp.is_control(i) or self._sp.is_unknown(i):
+                out.append(b"")
+            else:
+                out.append(piece.replace("\u2581", " ").encode())
+        return out
 
 
 def _read_json(path: str) -> dict[str, Any]:

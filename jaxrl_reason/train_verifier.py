@@ -7,19 +7,8 @@ Re-running the same command on DIR resumes it (after a kill too). Then search wi
 python -m jaxrl_reason.search --workdir=DIR --gin_file=configs/search_chain.gin.
 """
 
-import os
-
-from jaxrl_reason import (
-    cli,
-    registry,  # noqa: F401  (registers every configurable with gin)
-)
-from jaxrl_reason.verifiers import loop as verifier
-
-
-def main() -> None:
-    cli.run(verifier.train_verifier,
-            default_gin_file=os.path.join(cli.CONFIGS_DIR, "verifier_chain.gin"))
-
+from jaxrl_reason import cli, registry  # noqa: F401  (registry: every configurable, for gin)
+from jaxrl_reason.verifiers.loop import train_verifier
 
 if __name__ == "__main__":
-    main()
+    cli.run(train_verifier, default_gin_file="verifier_chain.gin")

@@ -121,13 +121,14 @@ class Ours:
         banned = (0,)  # pad: no side should generate it (tunix reads id 0 as padding)
         trainer = Trainer(cfg, make_optimizer(learning_rate=args.lr, warmup_steps=0,
                                               schedule="constant"),
-                          mesh, loss="rl", reference=args.beta > 0, banned_ids=banned)
+                          mesh, loss=RLLoss(kl_coef=args.beta), reference=args.beta > 0,
+                          banned_ids=banned)
         self.sampler = Sampler(cfg, stop_tokens=[], mesh=mesh, pad_id=0, banned_ids=banned)
         self.cfg = LearnerConfig(prompts_per_step=args.prompts, group_size=args.group,
                                  temperature=args.temperature, max_new_tokens=args.gen_len,
                                  num_iterations=args.num_iterations, mask_truncated=False,
                                  rewards={"outcome": 1.0})  # the checker alone, as tunix's
-        self.learner = Learner(self.cfg, trainer, 0, RLLoss(kl_coef=args.beta))
+        self.learner = Learner(self.cfg, trainer, 0)
         self.rewards = rewards_lib.build(self.cfg.rewards)
         self.task, self.tok = FirstIdEven(), IdTokenizer(args.vocab)
         self.problems = [Problem(question=str(i), answer="") for i in range(len(prompts))]

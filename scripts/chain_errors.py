@@ -44,6 +44,7 @@ def main() -> None:
                         help="training problems an RL run sees (steps x prompts per step)")
     args = parser.parse_args()
     cli.parse_gin(args.gin_file, args.gin_param)
+    common.inherit_model(args.policy_dir)
     s = common.build()
     task = gin.query_parameter("rl.task").scoped_configurable_fn()
     params, _ = read_params(f"{args.policy_dir}/checkpoints", s.trainer.abstract_state["params"],

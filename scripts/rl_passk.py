@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
     cli.parse_gin(args.gin_file, args.gin_param)
+    common.inherit_model(args.policy_dir)
     s = common.build()
     task = gin.query_parameter("rl.task").scoped_configurable_fn()
     cfg = LearnerConfig()

@@ -14,10 +14,9 @@ import argparse
 import collections
 import os
 
-import gin
 import numpy as np
 
-from jaxrl_reason import common, registry, rollouts  # noqa: F401  (registry: gin names)
+from jaxrl_reason import cli, common, registry, rollouts  # noqa: F401  (registry: gin names)
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import read_params
 
@@ -31,8 +30,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=200)
     parser.add_argument("--samples", type=int, default=8)
     args = parser.parse_args()
-    gin.parse_config_files_and_bindings([os.path.join(args.workdir, "config.gin")], [],
-                                        finalize_config=False)
+    cli.parse_gin([], [], run_config=os.path.join(args.workdir, "config.gin"))
     task = common.run_task(args.workdir)
     s = common.build()
     params, step = read_params(os.path.join(args.workdir, args.checkpoints),

@@ -176,3 +176,37 @@ def test_padded_answer_has_the_longer_operand_length_plus_one():
     assert task.target(task.problem(50, 50)) == "A:001\n"  # a carry out needs no pad
     for p in itertools.islice(task.problems("train", 0), 100):
         assert len(p.answer) == p.difficulty + 1 and task.check(p, task.target(p)).correct
+
+
+def test_mixed_lengths_vary_the_shorter_operand_in_either_order():
+    """mixed_lengths: the longer operand has the problem's digit count, the other any count up
+    to it, on either side; the gold column scratchpad of such a pair checks right. Off (the
+    default), both operands have the count, and the stream is the one it always was."""
+    mixed = AdditionTask(min_digits=3, max_digits=3, reverse=True, mixed_lengths=True)
+    probs = list(itertools.islice(mixed.problems("train", 0), 600))
+    lengths = [(len(str(p.meta["a"])), len(str(p.meta["b"]))) for p in probs]
+    assert all(max(pair) == 3 == p.difficulty for pair, p in zip(lengths, probs, strict=True))
+    assert {min(pair) for pair in lengths} == {1, 2, 3}
+    assert any(a < b for a, b in lengths) and any(a > b for a, b in lengths)
+    assert all(mixed.check(p, mixed.target(p)).steps == [True] * 3 for p in probs[:50])
+    assert all(split_of(p.meta["a"], p.meta["b"]) == "train" for p in probs)
+    same = AdditionTask(min_digits=3, max_digits=3)
+    stream = list(itertools.islice(same.problems("train", 0), 200))
+    assert all(len(str(p.meta["a"])) == len(str(p.meta["b"])) == 3 for p in stream)
+    # the stream drawn before the switch existed (so every earlier run's problems stand)
+    assert [p.question for p in stream[:4]] == ["397+192", "363+534", "195+302", "927+291"]
+
+
+def test_random_offset_puts_0_to_k_spaces_before_the_prompt_only():
+    task = AdditionTask(min_digits=1, max_digits=3, reverse=True, random_offset=3)
+    probs = list(itertools.islice(task.problems("train", 0), 400))
+    pads = [len(task.prompt(p)) - len(task.prompt(p).lstrip(" ")) for p in probs]
+    assert set(pads) == {0, 1, 2, 3}
+    plain = AdditionTask(min_digits=1, max_digits=3, reverse=True)
+    for p, pad in zip(probs[:50], pads[:50], strict=True):
+        same = plain.problem(p.meta["a"], p.meta["b"])
+        assert task.prompt(p) == " " * pad + plain.prompt(same)
+        assert task.prompt(p, hint=p.answer) == " " * pad + plain.prompt(same, hint=p.answer)
+        assert task.target(p) == plain.target(same) and task.check(p, task.target(p)).correct
+    with pytest.raises(ValueError, match="random_offset"):
+        AdditionTask(random_offset=-1)

@@ -86,3 +86,48 @@ def test_step_label_k_lands_on_the_end_of_line_k_with_blank_lines():
     np.testing.assert_array_equal(labels[:3], [1.0, 0.0, 0.0])
     assert np.isnan(labels[3:]).all()  # the answer lines carry no step label
     assert tok.decode(ids[: ends[1] + 1]) == "<<7+5=12>>\n\n"  # end 1 is the blank line's
+
+
+@pytest.mark.parametrize("rationale, labels", [
+    ("<<12+7=19>>\n<<3*19=57>>\n<<57-5=52>>\n", [True, True, True]),  # * commuted
+    ("<<7 + 12 = 19>>\n<<19 * 3 = 57>>\n<< 57 - 5 = 52 >>\n", [True, True, True]),  # spaced
+    ("<<12+7=19>>\n<<19*3=57>>\n<<5-57=52>>\n", [True, True, False]),  # - does not commute
+    ("<<12+7=19>>\n<<3*19=58>>\n<<57-5=52>>\n", [True, False, True]),  # commuted, wrong sum
+])
+def test_equivalent_forms_of_a_line_are_right(rationale, labels):
+    assert step_labels(12, (("+", 7), ("*", 3), ("-", 5)), rationale) == labels
+
+
+def swapped_lines(problems) -> int:
+    """Gold lines that write the operation's operand first and the running value second."""
+    count = 0
+    for p in problems:
+        truth = [p.meta["start"], *intermediates(p.meta["start"], p.meta["ops"])]
+        for k, (ln, (op, y)) in enumerate(zip(p.rationale.splitlines(), p.meta["ops"],
+                                              strict=True)):
+            count += truth[k] != y and ln.replace(" ", "").startswith(f"<<{y}{op}{truth[k]}=")
+    return count
+
+
+def test_varied_rationales_are_many_strings_all_right():
+    """rationale_forms="varied": the gold lines of one problem come in several forms (so right
+    solutions are not one string), every one judged right; "fixed" (the default) keeps the
+    plain form and the problem stream it always had."""
+    varied = ChainTask(rationale_forms="varied")
+    probs = list(itertools.islice(varied.problems("train", 0), 200))
+    lines = [ln for p in probs for ln in p.rationale.splitlines()]
+    assert any(" = " in ln for ln in lines) and any("=" in ln and " " not in ln for ln in lines)
+    assert swapped_lines(probs) > 50
+    assert all(all(varied.check(p, varied.target(p)).steps) and varied.check(
+        p, varied.target(p)).correct for p in probs)
+    fixed = ChainTask()
+    stream = list(itertools.islice(fixed.problems("train", 0), 50))
+    assert [p.question for p in stream[:3]] == ["8 +1 *4 -3 +4 -2 -5 -5 +9",
+                                                 "5 *9 -1 -7 *2 +9 +9 -2",
+                                                 "15 *1 +3 -6 *4 +9 -6 -9"]
+    assert all(" " not in p.rationale for p in stream)
+    swapped_only = list(itertools.islice(ChainTask(rationale_forms="swapped").problems(
+        "train", 0), 200))
+    assert all(" " not in p.rationale for p in swapped_only) and swapped_lines(swapped_only) > 50
+    with pytest.raises(ConfigError, match="rationale_forms"):
+        ChainTask(rationale_forms="random")

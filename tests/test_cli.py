@@ -12,8 +12,8 @@ import gin
 import pytest
 from conftest import REPO, job_command
 
-from jaxrl_reason import registry  # noqa: F401  (registers every configurable)
-from jaxrl_reason.errors import ConfigError, check_types
+from jaxrl_reason import cli, common, registry  # noqa: F401  (registry: every configurable)
+from jaxrl_reason.errors import ConfigError, UserError, check_types
 from jaxrl_reason.models.transformer import ModelConfig
 from jaxrl_reason.rl.learner import LearnerConfig
 from jaxrl_reason.rl.objective import RLLoss
@@ -35,7 +35,7 @@ CASES = {  # name: (job, gin file, gin bindings)
     "type_error": ("jaxrl_reason.star", None, ['star.iterations = "x"']),
     "negative_size": (SFT, GIN_FILE, ["ModelConfig.d_model = -5"]),
     "bad_schedule": (SFT, GIN_FILE, ["make_optimizer.schedule = 'linear'"]),
-    "bad_loss": (SFT, GIN_FILE, ["Trainer.loss = 'nope'"]),
+    "bad_estimator": ("jaxrl_reason.rl", None, ["rl_learner.advantage = 'nope'"]),
     "bad_mode": ("jaxrl_reason.star", None, ["star.mode = 'nope'"]),
 }
 
@@ -104,7 +104,7 @@ def test_sample_without_a_checkpoint(results):
     ("type_error", "star.iterations='x' must be int (got str)"),
     ("negative_size", "ModelConfig.d_model=-5 must be a positive integer"),
     ("bad_schedule", "make_optimizer.schedule='linear' must be one of 'cosine', 'constant'"),
-    ("bad_loss", "Trainer.loss='nope' must be one of ["),
+    ("bad_estimator", "rl_learner.advantage='nope' must be one of ["),
     ("bad_mode", "star.mode='nope' must be one of 'star', 'direct'"),
 ])
 def test_bad_config_values_end_in_one_line(results, name, expected):
@@ -156,5 +156,57 @@ def test_config_validation_catches_a_typo(binding, match, monkeypatch):
         gin.parse_config_files_and_bindings(["configs/star_addition.gin"], [binding])
         with pytest.raises(ConfigError, match=match):
             _bound_values_fit_their_types()
+    finally:
+        gin.clear_config()
+
+
+def test_a_run_started_from_another_takes_its_model_unless_it_binds_its_own(tmp_path):
+    """common.inherit_model: the SFT run's ModelConfig and tokenizer bindings (its operative
+    config.gin, multi-line values included) apply where the RL config binds nothing; the RL
+    config's own bindings win; scoped bindings and other configurables are not taken."""
+    (tmp_path / "config.gin").write_text(
+        "ModelConfig.d_model = 48\nModelConfig.n_layers = 3\nModelConfig.value_head = False\n"
+        "CharTokenizer.alphabet = \\\n    '0123456789+=\\n'\nlarge/ModelConfig.d_ff = 99\n"
+        "make_optimizer.learning_rate = 0.5\n")
+    gin.clear_config()
+    try:
+        gin.parse_config("ModelConfig.value_head = True\nmake_optimizer.learning_rate = 0.1")
+        bound = common.inherit_model(str(tmp_path))
+        assert sorted(bound) == ["CharTokenizer.alphabet", "ModelConfig.d_model",
+                                 "ModelConfig.n_layers"]
+        cfg = ModelConfig(vocab_size=20)
+        assert (cfg.d_model, cfg.n_layers, cfg.value_head) == (48, 3, True)
+        assert gin.query_parameter("CharTokenizer.alphabet") == "0123456789+=\n"
+        assert gin.query_parameter("make_optimizer.learning_rate") == 0.1
+        assert common.inherit_model(str(tmp_path / "nowhere")) == []
+    finally:
+        gin.clear_config()
+
+
+def test_a_run_of_an_earlier_version_stays_readable(tmp_path):
+    """Bindings earlier versions wrote into a run's config.gin and that no longer exist
+    (Trainer.loss, the verifier job's scope-era switches) are dropped when the run is read
+    back; a binding that never existed still fails in one line."""
+    config = tmp_path / "config.gin"
+    config.write_text("Trainer.loss = 'sft'\nTrainer.grad_accum = 2\n"
+                      "train_verifier.large_policy = True\nverifier_loss.lm_weight = 0.0\n"
+                      "large/ModelConfig.d_model = 128\n")
+    gin.clear_config()
+    try:
+        cli.parse_gin([], [], run_config=str(config))
+        assert gin.query_parameter("Trainer.grad_accum") == 2
+        config.write_text("Trainer.nope = 1\n")
+        with pytest.raises(UserError, match="bad gin config"):
+            cli.parse_gin([], [], run_config=str(config))
+    finally:
+        gin.clear_config()
+
+
+def test_inheriting_a_binding_this_version_lacks_is_one_line(tmp_path):
+    (tmp_path / "config.gin").write_text("ModelConfig.bogus_field = 3\n")
+    gin.clear_config()
+    try:
+        with pytest.raises(UserError, match="ModelConfig.bogus_field"):
+            common.inherit_model(str(tmp_path))
     finally:
         gin.clear_config()

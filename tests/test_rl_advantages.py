@@ -6,19 +6,25 @@ import pytest
 
 from jaxrl_reason.errors import UserError
 from jaxrl_reason.rl import advantages as adv
+from jaxrl_reason.rl.batch import RLBatch
 from jaxrl_reason.rl.learner import shift_values
 
 
-def rewarded(outcomes, group, length=3, prompt=1, steps=None, **kw) -> adv.Rewarded:
+def rewarded(outcomes, group, length=3, prompt=1, steps=None, values=None,
+             token_rewards=None) -> RLBatch:
     """Rows of `prompt` prompt tokens then `length` completion tokens (T = prompt + length + 1:
-    one pad column)."""
+    one pad column); `steps`: per row (token positions, step rewards)."""
     n = len(outcomes)
     mask = np.zeros((n, prompt + length + 1))
     mask[:, prompt: prompt + length] = 1
-    steps = steps or [([], [])] * n
-    return adv.Rewarded(mask, np.asarray(group), np.asarray(outcomes, float),
-                        [np.asarray(p, int) for p, _ in steps],
-                        [np.asarray(v, float) for _, v in steps], **kw)
+    step_rewards, step_rewarded = np.zeros(mask.shape), np.zeros(mask.shape, bool)
+    for i, (pos, val) in enumerate(steps or []):
+        step_rewards[i, pos], step_rewarded[i, pos] = val, True
+    return RLBatch(tokens=np.zeros(mask.shape, int), input_mask=mask > 0,
+                   positions=np.zeros(mask.shape, int), loss_mask=mask, completion_mask=mask,
+                   group=np.asarray(group), outcome=np.asarray(outcomes, float),
+                   step_rewards=step_rewards, step_rewarded=step_rewarded,
+                   old_values=values, token_rewards=token_rewards)
 
 
 def completion(a: np.ndarray, prompt=1, length=3) -> np.ndarray:

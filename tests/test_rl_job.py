@@ -13,6 +13,7 @@ from conftest import REPO, checkpoint_saved, job_command, kill_when
 from jaxrl_reason import parallel
 from jaxrl_reason.models.transformer import ModelConfig
 from jaxrl_reason.rl.loop import TIMING_PREFIXES
+from jaxrl_reason.rl.objective import RLLoss
 from jaxrl_reason.tokenizers import CharTokenizer
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.metrics import read_metrics
@@ -44,7 +45,7 @@ JOB = (f"rl.steps = {STEPS}", "rl.eval_every = 3", "rl.eval_problems = 8",
 
 def trainer() -> Trainer:
     return Trainer(CFG, make_optimizer(), parallel.make_mesh(devices=jax.devices()[:1]),
-                   loss="rl", reference=True)
+                   loss=RLLoss(), reference=True)
 
 
 def deterministic(workdir) -> list[dict]:

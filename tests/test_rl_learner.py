@@ -19,6 +19,7 @@ from jaxrl_reason.errors import ConfigError
 from jaxrl_reason.named import Named
 from jaxrl_reason.rl import advantages as adv_lib
 from jaxrl_reason.rl import dynamic, reference
+from jaxrl_reason.rl.batch import RLBatch
 from jaxrl_reason.rl.learner import Learner, LearnerConfig
 from jaxrl_reason.rl.loop import start_state
 from jaxrl_reason.rl.objective import RLLoss, policy_gradient_loss
@@ -94,7 +95,7 @@ def test_reset_schedule_patience_and_period():
 @functools.cache
 def trainer() -> Trainer:
     return Trainer(TINY, make_optimizer(learning_rate=1e-2, warmup_steps=0),
-                   parallel.make_mesh(devices=jax.devices()[:1]), loss="rl", reference=True)
+                   parallel.make_mesh(devices=jax.devices()[:1]), loss=RLLoss(), reference=True)
 
 
 def trained_state():
@@ -156,8 +157,7 @@ def one_truncated_row():
 def test_learner_step_masks_truncated_completions_and_reports():
     tr, state, ro, comb, cfg = one_truncated_row()
     learner = Learner(cfg, tr, pad_id=0)
-    prep = learner.prepare(ro)
-    assert prep.batch["tokens"].shape == (8, 8)  # 3 prompt + 5 completion tokens
+    assert learner.batch(ro, comb).tokens.shape == (8, 8)  # 3 prompt + 5 completion tokens
     _, metrics = learner.step(state, ro, comb, np.full(4, 1e-2), 1, 0)
     assert metrics["train_tokens"] == 7 * 5  # the truncated row trains nothing
     # by default truncated rows train (the format reward penalizes them instead)
@@ -181,7 +181,7 @@ def test_learner_config_errors_name_the_binding():
         Learner(LearnerConfig(prompts_per_step=3, group_size=2, mini_batches=4), tr, 0)
     with pytest.raises(ConfigError, match="value_head"):
         no_head = Trainer(TINY.__class__(**{**TINY.__dict__, "value_head": False}),
-                          make_optimizer(), tr.mesh, loss="rl")
+                          make_optimizer(), tr.mesh, loss=RLLoss())
         Learner(LearnerConfig(advantage="gae"), no_head, 0)
 
 
@@ -219,10 +219,10 @@ def test_the_critic_starts_at_zero_from_a_checkpoint_without_one(tmp_path):
 def test_log_prob_passes_in_chunks_match_one_pass():
     tr = trainer()
     params = tr.reset_optimizer({"params": init_params(TINY)})["params"]
-    ro, _ = fake_rollouts([1, 0, 0, 1, 1, 0, 1, 1], 2)
+    ro, comb = fake_rollouts([1, 0, 0, 1, 1, 0, 1, 1], 2)
     learner = Learner(LearnerConfig(prompts_per_step=4, group_size=2, max_new_tokens=5,
                                     seq_bucket=8, mini_batches=2), tr, pad_id=0)
-    batch = learner.prepare(ro).batch
+    batch = learner.batch(ro, comb).model_inputs()
     whole = np.asarray(tr.logprobs(params, batch, 0.9))
     chunked = learner.per_chunk(lambda b: tr.logprobs(params, b, 0.9), batch)
     assert (whole != 0).sum() == 8 * 5
@@ -239,17 +239,17 @@ def np_target_logprobs(params, tokens: np.ndarray, temperature: float) -> np.nda
     return np.pad(lp, ((0, 0), (1, 0)))
 
 
-def captured_step(learner: Learner, state, ro, comb) -> dict[str, np.ndarray]:
+def captured_step(learner: Learner, state, ro, comb) -> RLBatch:
     """The training batch a learner step hands its updates (the updates themselves skipped)."""
-    seen = {}
+    seen = []
 
     def update(state, train, rates, step, seed):
-        seen.update(train)
+        seen.append(train)
         return state, {}
 
     learner.update = update
     learner.step(state, ro, comb, np.full(4, 1e-2), 1, 0)
-    return seen
+    return seen[0]
 
 
 def test_kl_reward_lowers_the_advantage_of_rows_far_from_a_different_reference():
@@ -294,8 +294,8 @@ def test_the_learner_batch_carries_what_the_length_normalized_aggregations_need(
     TRL's dr_grpo by all 8 rows x 5, verl's by L = 5 alone."""
     tr, state, ro, comb, cfg = one_truncated_row()
     train = captured_step(Learner(cfg, tr, pad_id=0), state, ro, comb)
-    batch = {k: jnp.asarray(v) for k, v in train.items()}
-    fwd = Forward(batch["tokens"], forward(init_params(TINY), train["tokens"])[0], None)
+    batch = jax.tree.map(jnp.asarray, train)
+    fwd = Forward(batch.tokens, forward(init_params(TINY), train.tokens)[0], None)
     for mode, count in (("seq-mean-token-sum-norm", 35), ("dr-grpo-trl", 40),
                         ("seq-mean-token-sum-norm-verl", 5)):
         _, got, _ = policy_gradient_loss(fwd, batch, RLLoss(aggregation=mode))
@@ -313,7 +313,7 @@ def test_learner_steps_make_rewarded_completions_more_likely(advantage):
     ro, comb = fake_rollouts([1, 0] * 4, 2)
     learner = Learner(LearnerConfig(prompts_per_step=4, group_size=2, max_new_tokens=5,
                                     seq_bucket=8, advantage=advantage), tr, pad_id=0)
-    batch = learner.prepare(ro).batch
+    batch = learner.batch(ro, comb).model_inputs()
 
     def seq_logp(params):
         return np.asarray(tr.logprobs(params, batch, 1.0)).sum(axis=1)
@@ -333,7 +333,7 @@ def test_a_new_estimator_is_one_registered_function(monkeypatch):
     monkeypatch.setattr(adv_lib, "GROUPED", set())
 
     @adv_lib.register("minus_best", grouped=True)
-    def minus_best(x: adv_lib.Rewarded) -> adv_lib.Advantages:
+    def minus_best(x: RLBatch) -> adv_lib.Advantages:
         best = {g: x.outcome[x.group == g].max() for g in np.unique(x.group)}
         per_row = x.outcome - np.array([best[g] for g in x.group])
         return adv_lib.Advantages(per_row[:, None] * x.mask)

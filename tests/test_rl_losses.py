@@ -6,7 +6,6 @@ micro-batches (normalized over the global batch)."""
 
 import functools
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +16,7 @@ from jaxrl_reason import parallel
 from jaxrl_reason.data.batching import Example, make_batch
 from jaxrl_reason.errors import ConfigError
 from jaxrl_reason.rl import aggregation, kl, policy_losses
+from jaxrl_reason.rl.batch import RLBatch
 from jaxrl_reason.rl.objective import (
     RLLoss,
     entropy,
@@ -29,6 +29,12 @@ from jaxrl_reason.training.optim import make_optimizer
 from jaxrl_reason.training.trainer import Trainer
 
 RNG = np.random.default_rng(0)
+
+
+def loss_batch(mask, **fields) -> RLBatch:
+    """An RLBatch with what the loss reads (its model inputs are the forward's business)."""
+    zeros = np.zeros(mask.shape, np.int32)
+    return RLBatch(tokens=zeros, input_mask=mask > 0, positions=zeros, loss_mask=mask, **fields)
 
 
 def np_clip_loss(logp, old, adv, lo, hi, c=None):
@@ -174,7 +180,7 @@ def test_norm_length_defaults_to_the_generation_budget_in_the_batch():
     """RLLoss.norm_length None reads the batch's max_new_tokens (the RL learner puts it there)
     and its mini_batch_rows; a set norm_length wins; with neither the loss says what to set."""
     mask, _ = hand_batch()
-    batch = {"max_new_tokens": jnp.full(4, 4.0), "mini_batch_rows": jnp.full(4, 8.0)}
+    batch = loss_batch(mask, max_new_tokens=4, mini_batch_rows=8)
     m = jnp.asarray(mask)
     assert RLLoss().norm_length is None
     norm, rows = norm_inputs(batch, m, RLLoss())
@@ -182,9 +188,9 @@ def test_norm_length_defaults_to_the_generation_budget_in_the_batch():
     # these 4 rows are half of an 8-row mini-batch: half of verl's L, all 4 rows for TRL's
     assert float(aggregation.get("seq-mean-token-sum-norm-verl")(m, norm, rows)[1]) == 2.0
     assert float(aggregation.get("dr-grpo-trl")(m, norm, rows)[1]) == 16.0
-    norm, rows = norm_inputs({}, m, RLLoss(norm_length=6.0))
+    norm, rows = norm_inputs(loss_batch(mask), m, RLLoss(norm_length=6.0))
     assert (norm, rows) == (6.0, 4.0)
-    norm, rows = norm_inputs({}, m, RLLoss())
+    norm, rows = norm_inputs(loss_batch(mask), m, RLLoss())
     assert float(aggregation.get("token-mean")(m, norm, rows)[1]) == 6.0  # needs no L
     with pytest.raises(ConfigError, match="RLLoss.norm_length"):
         aggregation.get("dr-grpo-trl")(m, norm, rows)
@@ -222,13 +228,12 @@ def test_each_aggregation_matches_numpy(mode):
     old = logp + RNG.normal(size=(b, t)) * 0.2
     ref = logp + RNG.normal(size=(b, t)) * 0.3
     adv = RNG.normal(size=(b, t))
-    batch = {"loss_mask": mask, "old_logprobs": old, "advantages": adv, "ref_logprobs": ref,
-             "temperature": np.full((b,), temp)}
+    batch = loss_batch(mask, old_logprobs=old, advantages=adv, ref_logprobs=ref,
+                       temperature=temp)
     cfg = RLLoss(aggregation=mode, norm_length=12.0, eps_high=0.28, kl_coef=0.1,
                  entropy_coef=0.01)
     fwd = Forward(jnp.asarray(tokens), jnp.asarray(logits, jnp.float32), None)
-    total, count, metrics = policy_gradient_loss(
-        fwd, {k: jnp.asarray(x, jnp.float32) for k, x in batch.items()}, cfg)
+    total, count, metrics = cfg(fwd, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), batch))
     r = ref - logp
     per_token = (np_clip_loss(logp, old, adv, 0.2, 0.28) + 0.1 * (np.exp(r) - r - 1)
                  - 0.01 * ent)
@@ -267,11 +272,13 @@ MESHES = {"one": None, "data": dict(data=8), "mixed": dict(data=2, fsdp=2, tenso
 
 
 @functools.cache
-def trainer(mesh: str, accum: int) -> Trainer:
+def trainer(mesh: str, accum: int, mode: str) -> Trainer:
     spec = MESHES[mesh]
     devices = jax.devices()[:1] if spec is None else None
+    loss = RLLoss(aggregation=mode, kl_coef=0.05, entropy_coef=0.01, dual_clip=3.0,
+                  norm_length=16.0)
     return Trainer(TINY, make_optimizer(learning_rate=1e-2, warmup_steps=1),
-                   parallel.make_mesh(**(spec or {}), devices=devices), loss="rl",
+                   parallel.make_mesh(**(spec or {}), devices=devices), loss=loss,
                    grad_accum=accum, reference=True)
 
 
@@ -288,33 +295,27 @@ def rl_batch(rows: int = 32, seq: int = 16) -> dict[str, np.ndarray]:
     batch["loss_mask"][5] = 0  # a row with nothing to train
     mask = batch["loss_mask"] > 0
     noise = lambda s: (rng.normal(size=mask.shape) * s * mask).astype(np.float32)  # noqa: E731
-    batch.update(advantages=noise(1.0), temperature=np.full((rows,), 0.9, np.float32),
+    batch.update(loss_mask=batch["loss_mask"].astype(np.float32), advantages=noise(1.0),
                  noise=noise(0.3), ref_noise=noise(0.5))
     return batch
 
 
 def one_step(mesh: str, accum: int, mode: str):
-    with gin.unlock_config():
-        gin.bind_parameter("RLLoss.aggregation", mode)
-        gin.bind_parameter("RLLoss.kl_coef", 0.05)
-        gin.bind_parameter("RLLoss.entropy_coef", 0.01)
-        gin.bind_parameter("RLLoss.dual_clip", 3.0)
-        gin.bind_parameter("RLLoss.norm_length", 16.0)
-    tr = trainer(mesh, accum)
+    tr = trainer(mesh, accum, mode)
     state = tr.reset_optimizer({"params": jax.device_put(init_params(TINY),
                                                          tr.params_shardings)})
-    batch = rl_batch()
-    lp = np.asarray(tr.logprobs(state["params"], batch, 0.9))
-    batch["old_logprobs"] = lp + batch.pop("noise")
-    batch["ref_logprobs"] = lp + batch.pop("ref_noise")
+    fields = rl_batch()
+    lp = np.asarray(tr.logprobs(state["params"], fields, 0.9))
+    noise, ref_noise = fields.pop("noise"), fields.pop("ref_noise")
+    batch = RLBatch(**fields, old_logprobs=lp + noise, ref_logprobs=lp + ref_noise,
+                    temperature=0.9)
     state, metrics = tr.train_step(state, batch, 1e-2)
     return jax.device_get(metrics), jax.device_get(state["params"]), lp, batch
 
 
 def test_rl_step_is_the_same_on_1_and_8_devices_and_4_micro_batches(devices):
-    # One mode: the loss is traced once per cached trainer, so a second mode here would
-    # silently reuse the first's step. seq-mean-token-mean is the one whose normalizer (tokens
-    # per sequence, sequences in the global batch) a per-micro-batch mean would get wrong.
+    # seq-mean-token-mean is the mode whose normalizer (tokens per sequence, sequences in the
+    # global batch) a per-micro-batch mean would get wrong.
     mode = "seq-mean-token-mean"
     ref_metrics, ref_params, lp, batch = one_step("one", 1, mode)
     mask = batch["loss_mask"] > 0
@@ -348,10 +349,9 @@ def test_gradients_are_finite_with_banned_ids_and_padding():
     tokens = np.array([[1, 2, 3, 0, 0, 0], [1, 3, 3, 2, 0, 0], [1, 4, 2, 3, 4, 0]])
     mask = (tokens > 0).astype(np.float32)
     mask[:, 0] = 0
-    batch = {"loss_mask": mask, "old_logprobs": np.full((b, t), -1.5) * mask,
-             "advantages": RNG.normal(size=(b, t)) * mask, "ref_logprobs": np.zeros((b, t)),
-             "temperature": np.ones(b)}
-    batch = {k: jnp.asarray(x, jnp.float32) for k, x in batch.items()}
+    batch = loss_batch(mask, old_logprobs=np.full((b, t), -1.5) * mask,
+                       advantages=RNG.normal(size=(b, t)) * mask, ref_logprobs=np.zeros((b, t)))
+    batch = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), batch)
     banned = jnp.zeros(v, bool).at[0].set(True)
 
     def loss(logits):

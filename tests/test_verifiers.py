@@ -3,6 +3,7 @@ at the first wrong step, value targets at the right tokens, the losses against h
 values, scores read at the step ends, and a verifier that learns a toy signal and reloads."""
 
 import dataclasses
+import functools
 import math
 import types
 
@@ -15,6 +16,7 @@ from conftest import TINY, forward, init_params
 from jaxrl_reason import files, parallel
 from jaxrl_reason.data.batching import Example, encode_prompt
 from jaxrl_reason.data.chain import ChainTask
+from jaxrl_reason.errors import ConfigError
 from jaxrl_reason.rollouts import Rollout
 from jaxrl_reason.sampling.sampler import Samples, SamplingConfig
 from jaxrl_reason.tokenizers import CharTokenizer
@@ -72,6 +74,9 @@ def test_exact_labels_per_step_end_from_a_rollout():
         True, False, False, False, False)
     assert solution("<<7+5=12>>\n<<12*3=36>>\n<<36-4=32>>\n<<32+1=33>>\n").exact == (
         True, True, True, False)
+    # a completion that stops at once (an undertrained policy): no step ends, no step labels
+    empty = solution("")
+    assert empty.step_ends == () and empty.exact == () and not empty.correct
 
 
 def test_answer_line_labels_need_a_step_checker():
@@ -184,6 +189,20 @@ def test_prm_targets_sit_at_step_ends_and_stop_at_the_first_wrong_step():
     assert len(targets_for([s], "prm", "exact")) == 1
 
 
+def test_a_prm_scored_by_its_last_step_is_supervised_on_every_step(tmp_path):
+    """aggregate="last" reads the answer line's score: supervision that stops at the first
+    wrong step would (almost) never label a wrong answer line, so every exact label trains;
+    Monte-Carlo labels, which stop there, are refused with it, and so is a search reading the
+    last step of a PRM trained the other way."""
+    s = solution("<<7+5=12>>\n<<12*3=35>>\n<<35-4=31>>\n#### 31\n")  # wrong from step 2
+    assert prm_target(s, s.labels("exact")).value == (1.0, 0.0)
+    every = targets_for([s], "prm", "exact", every_step=True)[0]
+    assert every.index == s.step_ends and every.value == (1.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ConfigError, match="train_verifier.aggregate='last'"):
+        verifier_job.train_verifier(str(tmp_path), task=TASK, verifiers=("orm", "prm_mc"),
+                                    aggregate="last")
+
+
 # ---- losses ------------------------------------------------------------------------------
 def _fwd(values):
     tokens = jnp.array([[1, 3, 4]])
@@ -259,7 +278,7 @@ def test_a_verifier_learns_a_toy_signal_and_reloads(tmp_path, devices):
 
     train, test = toy(512), toy(128)
     trainer = Trainer(TINY, make_optimizer(learning_rate=3e-3, warmup_steps=10), mesh,
-                      loss="verifier_bce")
+                      loss=functools.partial(verifier_loss, kind="bce"))
     meta = _meta("orm")
     directory = str(tmp_path / "orm")
     trained = training.train(directory, trainer, meta, train, lambda: trainer.init_params(0),
@@ -281,6 +300,18 @@ def test_a_verifier_learns_a_toy_signal_and_reloads(tmp_path, devices):
     wrong = [i for i in second if not train[i].correct]
     assert len(wrong) == round(0.8 * 128)
     assert [train[i].correct for i in second[: len(wrong)]] == [False] * len(wrong)
+
+
+def test_the_verifier_model_is_the_policys_with_explicit_overrides():
+    """train_verifier.verifier_model: fields over the policy's config for a verifier trained
+    from scratch; one that starts from the policy's weights keeps its shape."""
+    scratch = training.verifier_model(TINY, "scratch", {"d_model": 32, "n_layers": 1})
+    assert (scratch.d_model, scratch.n_layers, scratch.value_head) == (32, 1, True)
+    assert scratch.vocab_size == TINY.vocab_size and scratch.d_ff == TINY.d_ff
+    assert training.verifier_model(TINY, "policy", {}) == dataclasses.replace(TINY,
+                                                                            value_head=True)
+    with pytest.raises(ConfigError, match="train_verifier.verifier_model"):
+        training.verifier_model(TINY, "policy", {"d_model": 32})
 
 
 def test_convincing_wrong_answers_first():

@@ -8,6 +8,12 @@ Scratchpads (`scratchpad=`):
 - "none": the answer alone, "A:883\\n".
 With `reverse=True` (length generalization, Lee et al. 2025) every number in the prompt and
 answer is written least significant digit first: prompt "426+952\\n", answer line "A:388".
+With `mixed_lengths=True` the shorter operand has 1..n digits (in either order): a model
+shown only equal lengths finds a column's digits by where the operand starts, and that lookup
+breaks at a length it never saw (docs/star.md).
+With `random_offset=k` each prompt starts with 0..k spaces (drawn per problem): a model
+without position encodings then cannot find a digit by its distance from the start of the
+text, and must find it from the operand's own start (docs/star.md).
 With `pad_answer=True` (Lee et al. 2025's format) the answer always has one digit more than the
 longer operand, zero-padded: "A:3880". Its length is then fixed by the operands, so a model that
 stops early or drops a digit writes a label the length filter can see.
@@ -51,7 +57,9 @@ def sample_operand(rng: random.Random, n: int) -> int:
 
 @gin.configurable
 class AdditionTask:
-    """Addition of two operands with the same number of digits, drawn uniformly in a range."""
+    """Addition of two operands drawn uniformly in a range of digit counts: the same count
+    for both, or with `mixed_lengths` the longer one's count with the other's anywhere up to
+    it."""
 
     name = "addition"
 
@@ -63,6 +71,8 @@ class AdditionTask:
         reverse: bool = False,
         pad_answer: bool = False,
         test_size: int = 1000,
+        mixed_lengths: bool = False,
+        random_offset: int = 0,
     ):
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
@@ -78,10 +88,15 @@ class AdditionTask:
         self.reverse = reverse
         self.pad_answer = pad_answer
         self.test_size = test_size
+        self.mixed_lengths = mixed_lengths
+        if random_offset < 0:
+            raise ValueError(f"AdditionTask.random_offset must be >= 0, got {random_offset}")
+        self.random_offset = random_offset
 
-    def problem(self, a: int, b: int) -> Problem:
+    def problem(self, a: int, b: int, offset: int = 0) -> Problem:
         """The problem a+b; its difficulty is the longer operand's digit count. The answer is
-        the sum as written (zero-padded to the longer operand's length + 1 with `pad_answer`)."""
+        the sum as written (zero-padded to the longer operand's length + 1 with `pad_answer`);
+        `offset` spaces start its prompt."""
         sa, sb = str(a), str(b)
         lines = SCRATCHPADS[self.scratchpad](sa, sb)
         rationale = "".join(ln + "\n" for ln in lines)
@@ -91,7 +106,7 @@ class AdditionTask:
             answer=str(a + b).zfill(width),
             rationale=rationale,
             difficulty=max(len(sa), len(sb)),
-            meta={"a": a, "b": b},
+            meta={"a": a, "b": b, **({"offset": offset} if offset else {})},
         )
 
     def from_question(self, question: str) -> Problem:
@@ -103,9 +118,13 @@ class AdditionTask:
 
     def _sample(self, rng: random.Random, n: int, split: str) -> Problem:
         while True:  # rejection keeps the splits disjoint; ~10% or ~80% acceptance
-            a, b = sample_operand(rng, n), sample_operand(rng, n)
+            a = sample_operand(rng, n)
+            b = sample_operand(rng, rng.randint(1, n) if self.mixed_lengths else n)
+            if self.mixed_lengths and rng.random() < 0.5:
+                a, b = b, a
             if split_of(a, b) == split:
-                return self.problem(a, b)
+                offset = rng.randint(0, self.random_offset) if self.random_offset else 0
+                return self.problem(a, b, offset)
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
         """Endless for "train", `test_size` problems for "valid" and "test"; deterministic in
@@ -126,7 +145,7 @@ class AdditionTask:
         """ "a+b\\n", or "a+b H<answer>\\n" when rationalizing with the gold answer as hint."""
         a, b = (self._write(str(problem.meta[k])) for k in ("a", "b"))
         shown = "" if hint is None else f" H{self._write(hint)}"
-        return f"{a}+{b}{shown}\n"
+        return f"{' ' * problem.meta.get('offset', 0)}{a}+{b}{shown}\n"
 
     def target(self, problem: Problem, rationale: str | None = None) -> str:
         """Scratch lines (gold unless `rationale` given; none without scratchpad), "A:<ans>"."""

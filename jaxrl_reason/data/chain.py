@@ -10,9 +10,13 @@ GSM8K's calculator form, then the answer line:
     #### 32
 
 Every step can be judged exactly (`step_labels`): line k is right iff it applies operation k to
-the TRUE value after k steps and states the right result. So a line that copies a wrong earlier
+the TRUE value after k steps and states the right result, in any equivalent form (the operands
+of + and * in either order, spaces around the symbols). So a line that copies a wrong earlier
 value is wrong, and one that recovers the true value is right again: exactly when the gold answer
 is still reachable from the prefix, which is what Monte-Carlo labels estimate (Math-Shepherd).
+With `rationale_forms="swapped"` the gold rationales write the operands of + and * in either
+order, drawn per line, so right solutions are not one string (a verifier then cannot rank by
+the text alone); "varied" also spaces the symbols of about half the lines.
 Train, validation and test problems are disjoint by construction: a problem's split is a stable
 hash of its statement (`tasks.hashed_split`).
 """
@@ -36,7 +40,9 @@ from jaxrl_reason.errors import require, typed
 from jaxrl_reason.rewards.answers import extract_answer, numbers_equal
 
 _OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
-_LINE = re.compile(r"<<(-?\d+)([+\-*])(\d+)=(-?\d+)>>")
+_LINE = re.compile(r"<<\s*(-?\d+)\s*([+\-*])\s*(-?\d+)\s*=\s*(-?\d+)\s*>>")
+COMMUTATIVE = "+*"
+FORMS = ("fixed", "swapped", "varied")
 
 
 def intermediates(start: int, ops: tuple[tuple[str, int], ...]) -> list[int]:
@@ -48,9 +54,17 @@ def intermediates(start: int, ops: tuple[tuple[str, int], ...]) -> list[int]:
     return values
 
 
+def line(x: int, op: str, y: int, z: int, swap: bool = False, spaced: bool = False) -> str:
+    """One calculator line, `<<x op y=z>>`; `swap` writes the operands of + or * the other way
+    round, `spaced` puts spaces around the symbols."""
+    a, b = (y, x) if swap and op in COMMUTATIVE else (x, y)
+    return f"<<{a} {op} {b} = {z}>>" if spaced else f"<<{a}{op}{b}={z}>>"
+
+
 def step_labels(start: int, ops: tuple[tuple[str, int], ...], rationale: str) -> list[bool]:
     """One exact verdict per operation: line k (of the text before "####") is right iff it is
-    `<<v op y=w>>` with v the true value before step k, (op, y) operation k, w = v op y.
+    `<<v op y=w>>` with v the true value before step k, (op, y) operation k, w = v op y (the
+    operands of + and * in either order, any spaces around the symbols).
     Missing, blank or unparseable lines are wrong. Blank lines count as lines, so verdict k
     belongs to the k-th newline-ended step (`data.batching.step_ends`)."""
     lines = rationale.split("####", 1)[0].split("\n")
@@ -58,8 +72,9 @@ def step_labels(start: int, ops: tuple[tuple[str, int], ...], rationale: str) ->
     verdicts = []
     for k, (op, y) in enumerate(ops):
         m = _LINE.fullmatch(lines[k].strip()) if k < len(lines) else None
-        verdicts.append(m is not None and int(m[1]) == truth[k] and m[2] == op
-                        and int(m[3]) == y and int(m[4]) == truth[k + 1])
+        operands = None if m is None else (int(m[1]), int(m[3]))
+        verdicts.append(m is not None and m[2] == op and int(m[4]) == truth[k + 1] and (
+            operands == (truth[k], y) or (op in COMMUTATIVE and operands == (y, truth[k]))))
     return verdicts
 
 
@@ -74,7 +89,7 @@ class ChainTask:
     @typed
     def __init__(self, min_steps: int = 3, max_steps: int = 8, max_start: int = 20,
                  max_operand: int = 9, max_value: int = 99, ops: str = "+-*",
-                 test_size: int = 1000):
+                 test_size: int = 1000, rationale_forms: str = "fixed"):
         require(1 <= min_steps <= max_steps, "ChainTask.min_steps", min_steps,
                 f"must be in [1, max_steps={max_steps}]")
         require(max_operand >= 1 and max_start >= 1, "ChainTask.max_operand", max_operand,
@@ -85,14 +100,20 @@ class ChainTask:
                 f"must be a non-empty string of {sorted(_OPS)}")
         self.min_steps, self.max_steps = min_steps, max_steps
         self.max_start, self.max_operand, self.max_value = max_start, max_operand, max_value
-        self.ops, self.test_size = ops, test_size
+        require(rationale_forms in FORMS, "ChainTask.rationale_forms", rationale_forms,
+                f"must be one of {FORMS}")
+        self.ops, self.test_size, self.rationale_forms = ops, test_size, rationale_forms
 
     # ---- problems ---------------------------------------------------------------------------
-    def problem(self, start: int, ops: tuple[tuple[str, int], ...]) -> Problem:
+    def problem(self, start: int, ops: tuple[tuple[str, int], ...],
+                forms: tuple[tuple[bool, bool], ...] | None = None) -> Problem:
+        """The problem; its gold rationale writes line k in form `forms[k]` = (swap, spaced)
+        (default: all plain)."""
         values = intermediates(start, ops)
-        rationale = "".join(f"<<{x}{op}{y}={z}>>\n"
-                            for x, (op, y), z in zip([start, *values[:-1]], ops, values,
-                                                     strict=True))
+        forms = forms or ((False, False),) * len(ops)
+        rationale = "".join(line(x, op, y, z, *form) + "\n"
+                            for x, (op, y), z, form in zip([start, *values[:-1]], ops, values,
+                                                           forms, strict=True))
         return Problem(question=self.statement(start, ops), answer=str(values[-1]),
                        rationale=rationale, difficulty=len(ops),
                        meta={"start": start, "ops": ops})
@@ -113,7 +134,10 @@ class ChainTask:
                 x = _OPS[op](x, y)
             ops = tuple(ops)
             if hashed_split(self.statement(start, ops)) == split:
-                return self.problem(start, ops)
+                forms = None if self.rationale_forms == "fixed" else tuple(
+                    (rng.random() < 0.5, self.rationale_forms == "varied" and rng.random() < 0.5)
+                    for _ in ops)
+                return self.problem(start, ops, forms)
 
     def problems(self, split: str, seed: int) -> Iterator[Problem]:
         """Endless for "train", `test_size` problems for "valid" and "test"; deterministic in

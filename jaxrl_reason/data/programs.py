@@ -14,8 +14,11 @@ import random
 import re
 from collections.abc import Iterator, Sequence
 
+import gin
+
 from jaxrl_reason.data.program_seeds import SEEDS
 from jaxrl_reason.data.tasks import Check, Problem, hashed_split
+from jaxrl_reason.errors import UserError
 from jaxrl_reason.rewards import programs as checks
 from jaxrl_reason.rewards.executor import Executor
 
@@ -76,6 +79,7 @@ def _tag(name: str, body: str) -> str:
     return f"<{name}>\n{body}\n</{name}>" if "\n" in body else f"<{name}>{body}</{name}>"
 
 
+@gin.configurable(denylist=["seeds", "executor"])
 class ProgramTask:
     """The Task protocol over program triples; checks run in a sandboxed `Executor` (created
     on first use unless one is given, and then owned: `close()` stops it)."""
@@ -111,7 +115,8 @@ class ProgramTask:
         """Train: an endless random stream. Test: every pair of every test program under
         every task type (one induction problem per program), in a fixed order."""
         if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+            raise UserError(f"ProgramTask has no {split!r} split (only 'train' and 'test': its "
+                            f"{len(self.seeds)} seed programs are too few to hold one out)")
         pool = [s for s in self.seeds if split_of(s.program) == split]
         if not pool:
             raise ValueError(f"no seed program falls in the {split} split")

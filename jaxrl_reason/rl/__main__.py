@@ -6,18 +6,8 @@ addition (train it first: python -m jaxrl_reason.sft --gin_file=configs/rl_addit
 --workdir=runs/sft_add). Re-running on the same workdir resumes.
 """
 
-import os
-
-from jaxrl_reason import (
-    cli,
-    registry,  # noqa: F401  (registers every configurable with gin)
-)
-from jaxrl_reason.rl import loop as rl
-
-
-def main() -> None:
-    cli.run(rl.rl, default_gin_file=os.path.join(cli.CONFIGS_DIR, "rl_addition.gin"))
-
+from jaxrl_reason import cli, registry  # noqa: F401  (registry: every configurable, for gin)
+from jaxrl_reason.rl.loop import rl
 
 if __name__ == "__main__":
-    main()
+    cli.run(rl, default_gin_file="rl_addition.gin")

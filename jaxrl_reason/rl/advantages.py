@@ -1,11 +1,12 @@
 """Advantage estimators, registered by name (ALGORITHMS.md section 6). Pure numpy, host side.
 
-Every estimator reads one `Rewarded` batch and returns `Advantages(advantages, returns)`,
-both [N, T] aligned with the batch's tokens (entry t concerns token t as a target; 0 outside
-`mask`). Rewards arrive as EVENTS, never as text: each row's outcome score sits at its last
-completion token, step rewards at their steps' last tokens, and an optional dense per-token
-reward (the KL penalty, when it is a reward) everywhere. Outcome estimators score a row by the
-sum of its events, as verl does.
+Every estimator reads the real rows of one `rl.batch.RLBatch` (its `mask`, `group`, `outcome`,
+step rewards, optional `token_rewards` and critic `values`) and returns
+`Advantages(advantages, returns)`, both [N, T] aligned with the batch's tokens (entry t
+concerns token t as a target; 0 outside `mask`). Rewards arrive as EVENTS, never as text: each
+row's outcome score sits at its last completion token, step rewards at their steps' last
+tokens, and an optional dense per-token reward (the KL penalty, when it is a reward)
+everywhere. Outcome estimators score a row by the sum of its events, as verl does.
 
 Choices where the peers differ (documented in docs/rl.md):
 - group std with ddof=1 and eps 1e-6 added to the std (verl, tunix; TRL adds 1e-4), or TRL's
@@ -25,44 +26,7 @@ import numpy as np
 
 from jaxrl_reason.errors import ConfigError, UserError
 from jaxrl_reason.named import Named
-
-
-@dataclasses.dataclass
-class Rewarded:
-    """A scored batch. mask [N, T] (1 at completion tokens), group [N] (prompt index; rows of
-    a group share it), outcome [N] (at the last completion token), per-row step events
-    (`step_positions` token indices, `step_values`), optional `token_rewards` [N, T] and
-    `values` [N, T] (the critic's value of the state each token was drawn from)."""
-
-    mask: np.ndarray
-    group: np.ndarray
-    outcome: np.ndarray
-    step_positions: list[np.ndarray]
-    step_values: list[np.ndarray]
-    token_rewards: np.ndarray | None = None
-    values: np.ndarray | None = None
-
-    def last_positions(self) -> np.ndarray:
-        """[N] the index of each row's last completion token (0 for an empty row)."""
-        t = self.mask.shape[1]
-        rev = np.argmax(self.mask[:, ::-1] > 0, axis=1)
-        return np.where(self.mask.any(axis=1), t - 1 - rev, 0)
-
-    def dense(self) -> np.ndarray:
-        """[N, T] every event at its token: outcome + step rewards + token rewards."""
-        mask = self.mask.astype(np.float64)
-        out = np.zeros(mask.shape)
-        rows = np.arange(len(mask))
-        out[rows, self.last_positions()] += self.outcome * mask.any(axis=1)
-        for i, (pos, val) in enumerate(zip(self.step_positions, self.step_values, strict=True)):
-            np.add.at(out[i], np.asarray(pos, int), np.asarray(val, np.float64))
-        if self.token_rewards is not None:
-            out += self.token_rewards * mask
-        return out * mask
-
-    def scores(self) -> np.ndarray:
-        """[N] each row's total reward (the sum of its events)."""
-        return self.dense().sum(axis=1)
+from jaxrl_reason.rl.batch import RLBatch
 
 
 @dataclasses.dataclass
@@ -71,7 +35,7 @@ class Advantages:
     returns: np.ndarray | None = None  # [N, T] value targets (gae)
 
 
-Estimator = Callable[[Rewarded], Advantages]
+Estimator = Callable[[RLBatch], Advantages]
 ESTIMATORS: Named[Estimator] = Named("advantage estimator")
 # Estimators that compare completions of one prompt: they need groups of two or more.
 GROUPED: set[str] = set()
@@ -118,7 +82,7 @@ def _per_token(per_row: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 @register("grpo", grouped=True)
 @gin.configurable("grpo_advantage")
-def grpo(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1, scale: str = "group"
+def grpo(x: RLBatch, eps: float = 1e-6, std_ddof: int = 1, scale: str = "group"
          ) -> Advantages:
     """DeepSeekMath: A_i = (r_i - mean_group) / (std + eps), on every token of row i. `scale`
     picks the std: "group" (the group's, the default), "batch" (of every row's reward in the
@@ -136,7 +100,7 @@ def grpo(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1, scale: str = "group"
 
 
 @register("dr_grpo", grouped=True)
-def dr_grpo(x: Rewarded) -> Advantages:
+def dr_grpo(x: RLBatch) -> Advantages:
     """Dr. GRPO: A_i = r_i - mean_group (no std division). Pair it with the constant length
     normalizer, loss aggregation "seq-mean-token-sum-norm"."""
     r = x.scores()
@@ -145,7 +109,7 @@ def dr_grpo(x: Rewarded) -> Advantages:
 
 
 @register("rloo", grouped=True)
-def rloo(x: Rewarded) -> Advantages:
+def rloo(x: RLBatch) -> Advantages:
     """REINFORCE leave-one-out: A_i = r_i - mean of the OTHER rows of the group
     = G/(G-1) (r_i - mean_group)."""
     r = x.scores()
@@ -155,7 +119,7 @@ def rloo(x: Rewarded) -> Advantages:
 
 @register("reinforce_pp")
 @gin.configurable("reinforce_pp_advantage")
-def reinforce_pp(x: Rewarded, gamma: float = 1.0) -> Advantages:
+def reinforce_pp(x: RLBatch, gamma: float = 1.0) -> Advantages:
     """REINFORCE++: token t's return sum_{s>=t} gamma^(s-t) r_s (events as token rewards),
     whitened over the whole batch."""
     rewards, mask = x.dense(), x.mask > 0
@@ -168,7 +132,7 @@ def reinforce_pp(x: Rewarded, gamma: float = 1.0) -> Advantages:
 
 
 @register("reinforce_pp_baseline", grouped=True)
-def reinforce_pp_baseline(x: Rewarded) -> Advantages:
+def reinforce_pp_baseline(x: RLBatch) -> Advantages:
     """REINFORCE++ with a group baseline: r_i - mean_group on every token, then whitened over
     the batch (with GDPO's normalize-each rewards this is GDPO's batch normalization)."""
     r = x.scores()
@@ -178,7 +142,7 @@ def reinforce_pp_baseline(x: Rewarded) -> Advantages:
 
 @register("process", grouped=True)
 @gin.configurable("process_advantage")
-def process(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1, step_weight: float = 1.0
+def process(x: RLBatch, eps: float = 1e-6, std_ddof: int = 1, step_weight: float = 1.0
             ) -> Advantages:
     """Process supervision (DeepSeekMath 4.1.3, Lightman et al.) with an outcome reward: the
     outcomes of a group are normalized over its rows, its step rewards over all its steps,
@@ -211,7 +175,7 @@ def process(x: Rewarded, eps: float = 1e-6, std_ddof: int = 1, step_weight: floa
 
 @register("gae")
 @gin.configurable("gae_advantage")
-def gae(x: Rewarded, gamma: float = 1.0, lam: float = 0.95, whiten: bool = True
+def gae(x: RLBatch, gamma: float = 1.0, lam: float = 0.95, whiten: bool = True
         ) -> Advantages:
     """PPO's generalized advantage estimate with the value head as critic:
     delta_t = r_t + gamma V_{t+1} - V_t over completion tokens (V after the last token = 0),
@@ -231,5 +195,5 @@ def gae(x: Rewarded, gamma: float = 1.0, lam: float = 0.95, whiten: bool = True
     return Advantages(masked_whiten(adv, x.mask) if whiten else adv, returns)
 
 
-def estimate(name: str, x: Rewarded) -> Advantages:
+def estimate(name: str, x: RLBatch) -> Advantages:
     return ESTIMATORS.pick(name)(x)

@@ -1,11 +1,12 @@
-"""One RL step after sampling: the training batch, pi_old / reference / value passes, the
-advantages, and `num_iterations` passes of clipped policy-gradient updates over mini-batches.
+"""One RL step after sampling: the typed batch (`rl.batch.RLBatch`), pi_old / reference /
+value passes, the advantages, and `num_iterations` passes of clipped policy-gradient updates
+over mini-batches.
 
 pi_old is recomputed by the trainer (`Trainer.logprobs` at the sampling temperature) from the
 exact sampled ids; the sampler's own log-probs are kept only to report their gap. Rows come in
 a fixed number (prompts_per_step x group_size, empty rows filling what dynamic sampling could
-not), so each shape compiles once. The learner's hyperparameters are the gin-configurable
-`LearnerConfig` (`rl_learner.*`); the loss's are `RLLoss` (`RLLoss.*`).
+not), so each shape compiles once. The learner's hyperparameters are `LearnerConfig`
+(`rl_learner.*` in gin, built once by the job); the loss is the trainer's `RLLoss`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import jax
 import numpy as np
 
 from jaxrl_reason import parallel
-from jaxrl_reason.data.batching import Example, make_batch, round_up
 from jaxrl_reason.errors import check_dataclass, require
 from jaxrl_reason.rl import advantages as adv_lib
 from jaxrl_reason.rl import kl as kl_lib
+from jaxrl_reason.rl.batch import RLBatch
 from jaxrl_reason.rl.objective import RLLoss
 from jaxrl_reason.rl.rewards import Combined
 from jaxrl_reason.rollouts import Rollouts
@@ -120,23 +121,15 @@ def shift_values(values: np.ndarray) -> np.ndarray:
     return np.pad(values[:, :-1], ((0, 0), (1, 0)))
 
 
-@dataclasses.dataclass
-class Prepared:
-    """The training batch of one step (all [rows, T] / [rows]) and what metrics read."""
-
-    batch: dict[str, np.ndarray]
-    completion_mask: np.ndarray
-    sampler_logprobs: np.ndarray
-    real_rows: int
-
-
 class Learner:
-    def __init__(self, cfg: LearnerConfig, trainer: Trainer, pad_id: int,
-                 loss: RLLoss | None = None):
+    """The step of a trainer whose loss is an `RLLoss` (`common.build(loss=RLLoss(...))`)."""
+
+    def __init__(self, cfg: LearnerConfig, trainer: Trainer, pad_id: int):
         self.cfg, self.trainer, self.pad_id = cfg, trainer, pad_id
         self.sampling = cfg.sampling()
-        self.loss = loss or RLLoss()
-        require(trainer.loss == "rl", "Trainer.loss", trainer.loss, "must be 'rl' for RL")
+        require(isinstance(trainer.loss, RLLoss), "Trainer.loss", trainer.loss,
+                "must be an RLLoss for RL (common.build(loss=RLLoss()))")
+        self.loss: RLLoss = trainer.loss
         needs_ref = cfg.uses_reference or self.loss.kl_coef > 0
         require(trainer.reference or not needs_ref, "Trainer.reference", trainer.reference,
                 "must be True: the KL term, the KL reward, resets and syncs use the reference")
@@ -155,30 +148,13 @@ class Learner:
     def updates_per_step(self) -> int:
         return self.cfg.num_iterations * self.cfg.mini_batches
 
-    # ---- the batch --------------------------------------------------------------------------
-    def prepare(self, rollouts: Rollouts) -> Prepared:
-        """Fixed-shape batch of the rollouts' exact ids (empty rows after the real ones)."""
-        examples = [Example(p, c) for p, c in zip(rollouts.prompt_ids, rollouts.completion_ids,
-                                                   strict=True)]
-        longest = max((len(e) for e in examples), default=1)
-        seq_len = min(round_up(longest, self.cfg.seq_bucket), self.trainer.model_cfg.max_len)
-        batch = make_batch(examples, seq_len, self.pad_id, self.cfg.rows)
-        sampler_lp = np.zeros(batch["tokens"].shape, np.float32)
-        for r, e in enumerate(examples):
-            sampler_lp[r, len(e.prompt): len(e)] = rollouts.logprobs[r]
-        return Prepared(batch, batch["loss_mask"].astype(np.float32), sampler_lp, len(examples))
-
-    def rewarded(self, rollouts: Rollouts, combined: Combined, mask: np.ndarray,
-                 token_rewards: np.ndarray | None, values: np.ndarray | None
-                 ) -> adv_lib.Rewarded:
-        positions, step_values = [], []
-        for prompt, ends, vals in zip(rollouts.prompt_ids, rollouts.step_ends, combined.steps,
-                                      strict=True):
-            ok = ~np.isnan(vals)
-            positions.append(len(prompt) + np.asarray(ends, int)[ok])
-            step_values.append(vals[ok])
-        return adv_lib.Rewarded(mask, rollouts.group, combined.outcome, positions, step_values,
-                                token_rewards, values)
+    def batch(self, rollouts: Rollouts, combined: Combined) -> RLBatch:
+        """The rollouts and their combined rewards as the step's fixed-shape batch."""
+        cfg = self.cfg
+        return RLBatch.from_rollouts(
+            rollouts, combined.outcome, combined.steps, self.pad_id, cfg.rows, cfg.seq_bucket,
+            self.trainer.model_cfg.max_len, self.sampling.temperature, cfg.max_new_tokens,
+            cfg.mini_batches)
 
     # ---- one step ---------------------------------------------------------------------------
     def step(self, state: State, rollouts: Rollouts, combined: Combined, rates: np.ndarray,
@@ -186,65 +162,55 @@ class Learner:
         """Advantages and the updates of RL step `step` (1-based); `rates` is the learning
         rate of every update of the run. Returns the new state and the step's metrics."""
         cfg, trainer = self.cfg, self.trainer
-        prep = self.prepare(rollouts)
-        n, mask = prep.real_rows, prep.completion_mask
-        base = {k: prep.batch[k] for k in ("tokens", "input_mask", "positions", "loss_mask")}
+        batch = self.batch(rollouts, combined)
+        n, mask = batch.real_rows, batch.completion_mask
+        inputs = batch.model_inputs()
         timings = {}
         t0 = time.perf_counter()
-        temperature = self.sampling.temperature
-        old = self.per_chunk(lambda b: trainer.logprobs(state["params"], b, temperature), base)
+        temperature = batch.temperature
+        old = self.per_chunk(lambda b: trainer.logprobs(state["params"], b, temperature), inputs)
         ref = values = None
         if self.loss.kl_coef > 0 or cfg.kl_in_reward > 0:
             ref = self.per_chunk(
-                lambda b: trainer.logprobs(state["ref_params"], b, temperature), base)
+                lambda b: trainer.logprobs(state["ref_params"], b, temperature), inputs)
         if cfg.advantage == "gae":
-            values = shift_values(self.per_chunk(
-                lambda b: trainer.values(state["params"], b), base)) * mask
+            values = (shift_values(self.per_chunk(
+                lambda b: trainer.values(state["params"], b), inputs)) * mask).astype(np.float32)
         timings["time/logprobs"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         token_rewards = None
         if cfg.kl_in_reward > 0:
-            k = np.asarray(kl_lib.get(cfg.kl_reward_estimator)(old, ref))
-            token_rewards = (-cfg.kl_in_reward * k * mask)[:n]
-        est = adv_lib.estimate(cfg.advantage, self.rewarded(
-            rollouts, combined, mask[:n], token_rewards, None if values is None else values[:n]))
-        advantages = np.zeros(mask.shape, np.float32)
-        advantages[:n] = est.advantages
+            token_rewards = -cfg.kl_in_reward * np.asarray(
+                kl_lib.get(cfg.kl_reward_estimator)(old, ref)) * mask
+        batch = dataclasses.replace(batch, old_logprobs=old, ref_logprobs=ref,
+                                    old_values=values, token_rewards=token_rewards)
+        est = adv_lib.estimate(cfg.advantage, batch.rows(slice(0, n)))
+        pad = lambda x: np.concatenate(  # noqa: E731
+            [x, np.zeros((cfg.rows - n, x.shape[1]), x.dtype)]).astype(np.float32)
         loss_mask = mask.copy()
         if cfg.mask_truncated:
-            loss_mask[:n] *= rollouts.finished[:, None]
-        train = {**base, "loss_mask": loss_mask, "old_logprobs": old,
-                 "advantages": advantages,
-                 "temperature": np.full((cfg.rows,), temperature, np.float32),
-                 # the length-normalized aggregations' L and their global mini-batch size
-                 "max_new_tokens": np.full((cfg.rows,), cfg.max_new_tokens, np.float32),
-                 "mini_batch_rows": np.full((cfg.rows,), cfg.rows // cfg.mini_batches,
-                                            np.float32)}
-        if ref is not None:
-            train["ref_logprobs"] = ref
-        if values is not None:
-            returns = np.zeros(mask.shape, np.float32)
-            returns[:n] = est.returns
-            train["returns"], train["old_values"] = returns, values.astype(np.float32)
+            loss_mask *= batch.finished[:, None]
+        batch = dataclasses.replace(
+            batch, loss_mask=loss_mask, advantages=pad(est.advantages),
+            returns=None if values is None else pad(est.returns))
         timings["time/advantages"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        state, updates = self.update(state, train, rates, step, seed)
+        state, updates = self.update(state, batch.loss_view(), rates, step, seed)
         timings["time/update"] = time.perf_counter() - t0
-        return state, {**timings, **updates,
-                       **batch_metrics(prep, old, advantages, loss_mask, rollouts)}
+        return state, {**timings, **updates, **batch_metrics(batch, rollouts)}
 
-    def per_chunk(self, fn, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def per_chunk(self, fn, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """fn over the rows in as many chunks as a step has micro-batches (mini_batches x
         grad_accum), so no pass holds more [rows, T, vocab] logits than an update does."""
         chunks = self.cfg.mini_batches * self.trainer.grad_accum
         size = self.cfg.rows // chunks
         return np.concatenate([
-            np.asarray(jax.device_get(fn({k: v[i: i + size] for k, v in batch.items()})))
+            np.asarray(jax.device_get(fn({k: v[i: i + size] for k, v in inputs.items()})))
             for i in range(0, self.cfg.rows, size)])
 
-    def update(self, state: State, train: dict[str, np.ndarray], rates: np.ndarray, step: int,
+    def update(self, state: State, batch: RLBatch, rates: np.ndarray, step: int,
                seed: int) -> tuple[State, dict[str, float]]:
         """mu passes over a fresh permutation of the rows, cut into mini-batches; a mini-batch
         with no trainable token is skipped (its update would only move Adam's momentum)."""
@@ -255,8 +221,8 @@ class Learner:
         for it in range(cfg.num_iterations):
             perm = rng.permutation(cfg.rows)
             for m, rows in enumerate(np.split(perm, cfg.mini_batches)):
-                mb = {k: v[np.sort(rows)] for k, v in train.items()}
-                if mb["loss_mask"].sum() == 0:
+                mb = batch.rows(np.sort(rows))
+                if mb.loss_mask.sum() == 0:
                     continue
                 index = min(first + it * cfg.mini_batches + m, len(rates) - 1)
                 state, metrics = self.trainer.train_step(state, mb, float(rates[index]))
@@ -276,13 +242,12 @@ def average_updates(metrics: list[dict]) -> dict[str, float]:
     return out
 
 
-def batch_metrics(prep: Prepared, old: np.ndarray, advantages: np.ndarray,
-                  loss_mask: np.ndarray, rollouts: Rollouts) -> dict[str, float]:
+def batch_metrics(batch: RLBatch, rollouts: Rollouts) -> dict[str, float]:
     """Sampler-vs-trainer log-prob gap, advantage stats, response lengths."""
-    mask = prep.completion_mask > 0
-    gap = np.abs(prep.sampler_logprobs - old)[mask]
-    train = loss_mask > 0
-    adv = advantages[train] if train.any() else np.zeros(1)
+    mask = batch.completion_mask > 0
+    gap = np.abs(batch.sampler_logprobs - batch.old_logprobs)[mask]
+    train = batch.loss_mask > 0
+    adv = batch.advantages[train] if train.any() else np.zeros(1)
     lengths = np.array([len(c) for c in rollouts.completion_ids]) if len(rollouts) else \
         np.zeros(1)
     return {

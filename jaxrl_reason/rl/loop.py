@@ -28,13 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxrl_reason import common, files, rng
+from jaxrl_reason import cli, common, files, rng
 from jaxrl_reason.data.batching import encode_prompt
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.errors import require, typed
 from jaxrl_reason.rl import dynamic, plots, reference, validation
 from jaxrl_reason.rl import rewards as rewards_lib
 from jaxrl_reason.rl.learner import Learner, LearnerConfig
+from jaxrl_reason.rl.objective import RLLoss
 from jaxrl_reason.rollouts import Rollouts, from_samples
 from jaxrl_reason.training.checkpoints import Checkpointer, read_params
 from jaxrl_reason.training.metrics import MetricWriter
@@ -104,6 +105,7 @@ def rl(
 ) -> dict[str, float]:
     """Runs (or resumes) `steps` RL steps from the SFT run in `policy_dir` (None: from the
     imported `build.pretrained` checkpoint); returns the test report of the final policy.
+    The model and tokenizer are the SFT run's (its config.gin), except what this config binds.
 
     Every `eval_every` steps the VALIDATION split (disjoint from train and test) gives greedy
     accuracy `acc` and sampled `pass@1` from `eval_samples` completions of each of
@@ -121,7 +123,9 @@ def rl(
             "rl.test_ks", test_ks, f"must be ks in [1, rl.test_samples={test_samples}]")
     require(pass_k_every >= 0, "rl.pass_k_every", pass_k_every, "must be >= 0")
     require(bool(pass_ks) and min(pass_ks) >= 1, "rl.pass_ks", pass_ks, "must be ks >= 1")
-    s = common.build()
+    if policy_dir is not None and common.inherit_model(policy_dir):
+        cli.write_operative_config(workdir, gin.config_str())  # the shape, for a killed run
+    s = common.build(loss=RLLoss())
     cfg = LearnerConfig()
     learner = Learner(cfg, s.trainer, s.tok.pad_id)
     rewards = rewards_lib.build(cfg.rewards)

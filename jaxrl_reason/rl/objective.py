@@ -1,14 +1,13 @@
-"""The RL training loss, registered with the core as "rl": policy gradient + KL to the reference
-+ entropy bonus (+ the clipped value loss of PPO), all aggregated the same way.
+"""The RL training loss: policy gradient + KL to the reference + entropy bonus (+ the clipped
+value loss of PPO), all aggregated the same way.
 
-Batch fields it reads (aligned with `tokens`, built by `rl.learner`): `loss_mask`,
-`old_logprobs` (pi_old: the sampling policy's log-probs recomputed by the trainer),
-`advantages`, `temperature` [B] (the sampling temperature), and when used `ref_logprobs`,
-`returns` and `old_values` (the critic's values of the states each token was drawn from);
-optionally `max_new_tokens` [B] (the generation budget: the aggregations' L unless
-`RLLoss.norm_length` sets it) and `mini_batch_rows` [B] (rows of the global mini-batch, empty
-ones included; without it the loss takes its batch for the whole mini-batch).
-Hyperparameters are the gin-configurable `RLLoss`, read when the train step is traced.
+An `RLLoss` is the loss function itself: the RL job builds it once from its config and hands
+it to the trainer, which calls it on the model's forward and an `rl.batch.RLBatch` (its
+`loss_view()`): `loss_mask`, `old_logprobs` (pi_old, recomputed by the trainer), `advantages`,
+the sampling `temperature`, and when used `ref_logprobs`, `returns` and `old_values` (the
+critic's values of the states each token was drawn from); the batch's `max_new_tokens` (the
+aggregations' L unless `RLLoss.norm_length` sets it) and `mini_batch_rows` (rows of the global
+mini-batch, empty ones included).
 
 The per-token loss is pg + kl_coef * kl - entropy_coef * entropy + value_coef * vf, and the
 aggregation's weights and count apply to all of it (so the terms share the denominator the
@@ -26,8 +25,9 @@ import jax.numpy as jnp
 
 from jaxrl_reason.errors import check_dataclass, require
 from jaxrl_reason.rl import aggregation, kl, policy_losses
+from jaxrl_reason.rl.batch import RLBatch
 from jaxrl_reason.sampling.distribution import sampling_logprobs
-from jaxrl_reason.training.losses import Forward, LossOut, register
+from jaxrl_reason.training.losses import Forward, LossOut
 
 
 @gin.configurable
@@ -73,6 +73,10 @@ class RLLoss:
     def clip(self) -> policy_losses.Clip:
         return policy_losses.Clip(self.eps_low, self.eps_high, self.dual_clip)
 
+    def __call__(self, fwd: Forward, batch: RLBatch) -> LossOut:
+        """The trainer's loss function: `policy_gradient_loss` under these settings."""
+        return policy_gradient_loss(fwd, batch, self)
+
 
 def entropy(logp: jax.Array) -> jax.Array:
     """-sum p log p over the last axis; ids outside the distribution (-inf) add 0, with a
@@ -93,28 +97,27 @@ def value_loss(pred: jax.Array, old: jax.Array, returns: jax.Array, clip: float 
     return 0.5 * jnp.maximum(full, clipped), (clipped > full).astype(jnp.float32)
 
 
-def norm_inputs(batch: dict[str, jax.Array], mask: jax.Array, cfg: RLLoss
-                ) -> tuple[jax.Array | float | None, jax.Array | float]:
+def norm_inputs(batch: RLBatch, mask: jax.Array, cfg: RLLoss
+                ) -> tuple[float | None, float]:
     """(L, rows of the global mini-batch) for the aggregation: L is `cfg.norm_length`, else the
     batch's generation budget (None without either); rows from the batch, else this batch's."""
     norm = cfg.norm_length
-    if norm is None and "max_new_tokens" in batch:
-        norm = batch["max_new_tokens"].astype(jnp.float32).max()
-    rows = (batch["mini_batch_rows"].astype(jnp.float32).max() if "mini_batch_rows" in batch
-            else float(mask.shape[0]))
+    if norm is None and batch.max_new_tokens:
+        norm = float(batch.max_new_tokens)
+    rows = float(batch.mini_batch_rows or mask.shape[0])
     return norm, rows
 
 
-def policy_gradient_loss(fwd: Forward, batch: dict[str, jax.Array], cfg: RLLoss) -> LossOut:
+def policy_gradient_loss(fwd: Forward, batch: RLBatch, cfg: RLLoss) -> LossOut:
     """(sum of weighted per-token losses, the aggregation's count, metrics)."""
-    mask = batch["loss_mask"].astype(jnp.float32)
-    temperature = batch["temperature"].astype(jnp.float32)[:, None, None]
-    logp_all = sampling_logprobs(fwd.logits[:, :-1], temperature, banned=fwd.banned)
+    mask = batch.loss_mask.astype(jnp.float32)
+    logp_all = sampling_logprobs(fwd.logits[:, :-1], jnp.float32(batch.temperature),
+                                 banned=fwd.banned)
     logp = jnp.take_along_axis(logp_all, fwd.tokens[:, 1:, None], axis=-1)[..., 0]
     # 0 off the mask (the targets there may be banned ids: -inf), as Trainer.logprobs does
     logp = jnp.where(mask > 0, jnp.pad(logp, ((0, 0), (1, 0))), 0.0)
     ent = jnp.pad(entropy(logp_all), ((0, 0), (1, 0)))
-    old, adv = batch["old_logprobs"], batch["advantages"]
+    old, adv = batch.old_logprobs, batch.advantages
     pg, indicators = policy_losses.get(cfg.policy_loss)(logp, old, adv, mask, cfg.clip)
     weights, count = aggregation.get(cfg.aggregation)(mask, *norm_inputs(batch, mask, cfg))
     total = pg - cfg.entropy_coef * ent
@@ -127,22 +130,16 @@ def policy_gradient_loss(fwd: Forward, batch: dict[str, jax.Array], cfg: RLLoss)
                "ratio_max": (jnp.exp(jnp.clip(log_ratio.max(), -20.0, 20.0)), None),
                "approx_kl_old": per_token(old - logp),
                **{k: per_token(v) for k, v in indicators.items()}}
-    if "ref_logprobs" in batch:
-        k = kl.get(cfg.kl_estimator)(logp, batch["ref_logprobs"])
+    if batch.ref_logprobs is not None:
+        k = kl.get(cfg.kl_estimator)(logp, batch.ref_logprobs)
         total = total + cfg.kl_coef * k
         metrics["kl"] = per_token(k)
     if cfg.value_coef > 0:
         require(fwd.values is not None, "RLLoss.value_coef", cfg.value_coef,
                 "needs the value head (ModelConfig.value_head = True)")
         pred = jnp.pad(fwd.values[:, :-1], ((0, 0), (1, 0)))  # V of the state token t is drawn in
-        vf, vclip = value_loss(pred, batch["old_values"], batch["returns"], cfg.value_clip)
+        vf, vclip = value_loss(pred, batch.old_values, batch.returns, cfg.value_clip)
         total = total + cfg.value_coef * vf
         metrics["value_loss"] = agg(vf)
         metrics["value_clip_frac"] = per_token(vclip)
     return (total * weights).sum(), count, metrics
-
-
-@register("rl")
-def rl_loss(fwd: Forward, batch: dict[str, jax.Array]) -> LossOut:
-    """The core-registered loss: `policy_gradient_loss` under the gin-bound `RLLoss`."""
-    return policy_gradient_loss(fwd, batch, RLLoss())

@@ -10,16 +10,8 @@ go to DIR/search/ (scaling.json, scaling.png, tokens.png, convincing_wrong.jsonl
 resumes from what is cached there.
 """
 
-from jaxrl_reason import (
-    cli,
-    registry,  # noqa: F401  (registers every configurable with gin)
-)
-from jaxrl_reason.search import loop as search
-
-
-def main() -> None:
-    cli.run(search.search, use_workdir_config=True)
-
+from jaxrl_reason import cli, registry  # noqa: F401  (registry: every configurable, for gin)
+from jaxrl_reason.search.loop import search
 
 if __name__ == "__main__":
-    main()
+    cli.run(search, use_workdir_config=True)

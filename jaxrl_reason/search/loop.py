@@ -6,6 +6,14 @@ log-x), tokens.png (accuracy against generated tokens: beam and lookahead agains
 convincing_wrong.jsonl (the verifiers' best-scored wrong solutions, for a person to read) and
 a table on stdout. Problems are the task's TEST split, which no verifier trained on.
 
+Two baseline scorers stand beside the verifiers in the pool strategies (`best_of_n:loglik`,
+`weighted:random`; beam search needs a trained verifier): "random", a uniform score keyed on
+the solution's text, and "loglik", the policy's own per-token probability of its completion
+(exp of the mean log-prob: in (0, 1], so a weighted vote adds probabilities, not negative
+logs). scaling.json's "ranking" holds each scorer's within-problem AUC and each PRM's
+same-step accuracy (verifiers.ranking): where best-of-N's
+gains come from, measured on the pool itself.
+
 Every expensive piece is cached in workdir/search as it is made (the sample pool chunk by
 chunk, each verifier's scores, each beam run chunk by chunk), so a killed run resumes.
 """
@@ -24,7 +32,7 @@ import jax
 import numpy as np
 
 from jaxrl_reason import common, files, rng, rollouts
-from jaxrl_reason.data.batching import encode_prompt
+from jaxrl_reason.data.batching import encode_prompt, make_batch, round_up
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.errors import UserError, require, typed
 from jaxrl_reason.sampling.sampler import SamplingConfig
@@ -38,10 +46,13 @@ from jaxrl_reason.search.strategies import (
     Pool,
     parse_method,
 )
+from jaxrl_reason.verifiers import ranking
 from jaxrl_reason.verifiers.labels import step_accuracy
 from jaxrl_reason.verifiers.loop import Policy, policy, sample_solutions
 from jaxrl_reason.verifiers.scoring import Verifier, aggregate, load_verifier
 from jaxrl_reason.verifiers.solutions import Solution, step_delimiters
+
+BASELINES = ("random", "loglik")  # scorers that are no verifier: search.methods name them alike
 
 
 class SearchContext:
@@ -49,12 +60,13 @@ class SearchContext:
     cached pieces (sample pool and its scores, greedy answers, beam runs) under `out`."""
 
     def __init__(self, out: str, pol: Policy, task: Task, problems: Sequence[Problem],
-                 verifiers: dict[str, Verifier], *, max_n: int, temperature: float,
+                 verifiers: dict[str, Verifier], *, max_n: int, groups: int, temperature: float,
                  max_new_tokens: int, beam_width: int, lookahead: int, step_tokens: int,
                  max_depth: int, aggregate: str, beam_final: str, seed: int,
                  chunk_rows: int = 1024):
         self.out, self.pol, self.task, self.problems = out, pol, task, list(problems)
-        self.verifiers, self.max_n, self.beam_width = verifiers, max_n, beam_width
+        self.verifiers, self.beam_width = verifiers, beam_width
+        self.size = max_n * groups  # samples per problem in the pool
         self.lookahead, self.step_tokens, self.max_depth = lookahead, step_tokens, max_depth
         self.aggregate, self.beam_final, self.seed = aggregate, beam_final, seed
         self.chunk_rows = chunk_rows
@@ -66,24 +78,31 @@ class SearchContext:
     # ---- the shared sample pool ---------------------------------------------------------
     def pool(self) -> Pool:
         if self._pool is None:
-            cfg = dataclasses.replace(self.sampling, n=self.max_n)
-            self.solutions = sample_solutions(os.path.join(self.out, "pool"), self.pol,
+            cfg = dataclasses.replace(self.sampling, n=self.size)
+            self.solutions = sample_solutions(os.path.join(self.out, f"pool_{self.size}"),
+                                              self.pol,
                                               self.task, self.problems, cfg,
                                               rng.key(self.seed, "pool"), self.chunk_rows)
-            shape = (len(self.problems), self.max_n)
-            answers = [[s.answer for s in self.solutions[p * self.max_n:(p + 1) * self.max_n]]
+            shape = (len(self.problems), self.size)
+            answers = [[s.answer for s in self.solutions[p * self.size:(p + 1) * self.size]]
                        for p in range(len(self.problems))]
             correct = np.array([s.correct for s in self.solutions]).reshape(shape)
             tokens = np.array([len(s.completion) for s in self.solutions]).reshape(shape)
             scores = {name: np.asarray(self.scores(name)["solution"]).reshape(shape)
-                      for name in self.verifiers}
+                      for name in (*self.verifiers, *BASELINES)}
             self._pool = Pool(answers, correct, tokens, scores)
         return self._pool
 
     def scores(self, name: str) -> dict:
         """A verifier's scores of every pool solution (cached): "solution" (ORM: last token;
         PRM: step scores aggregated by `aggregate`) and, per solution, "steps"."""
-        path = files.path(self.out) / "scores" / f"{name}.json"
+        path = files.path(self.out) / f"scores_{self.size}" / f"{name}.json"
+        if not path.exists() and name in BASELINES:
+            solution = (ranking.text_hash_scores([s.completion for s in self.solutions],
+                                                 self.seed) if name == "random"
+                        else self.loglik())
+            files.write_json(path, {"solution": [float(x) for x in solution],
+                                    "steps": [[] for _ in self.solutions]})
         if not path.exists():
             v = self.verifiers[name]
             examples = [s.example for s in self.solutions]
@@ -95,6 +114,19 @@ class SearchContext:
             files.write_json(path, {"solution": [float(x) for x in solution],
                                     "steps": [[float(x) for x in s] for s in steps]})
         return files.read_json(path)
+
+    def loglik(self, rows: int = 256) -> np.ndarray:
+        """Each pool solution's geometric-mean token probability, exp(mean log-prob over its
+        completion tokens, the stop token included), under the policy at temperature 1."""
+        trainer, examples = self.pol.setup.trainer, [s.example for s in self.solutions]
+        seq_len = min(round_up(max(len(e) for e in examples), 32), trainer.model_cfg.max_len)
+        out = []
+        for start in range(0, len(examples), rows):
+            part = examples[start:start + rows]
+            batch = make_batch(part, seq_len, self.pol.setup.tok.pad_id, rows)
+            lp = np.asarray(trainer.logprobs(self.pol.params, batch))[:len(part)]
+            out += list(lp.sum(1) / np.maximum(batch["loss_mask"][:len(part)].sum(1), 1))
+        return np.exp(np.asarray(out))
 
     # ---- generative strategies -----------------------------------------------------------
     def greedy(self, pol: Policy | None = None, name: str = "greedy") -> Outcome:
@@ -210,9 +242,11 @@ def search(
     task: Task | None = None,
     num_problems: int = 200,
     max_n: int = 64,
+    groups: int = 2,
     temperature: float = 0.7,
     max_new_tokens: int = 96,
-    methods: tuple[str, ...] = ("pass@1_greedy", "pass@1", "majority", "best_of_n:orm",
+    methods: tuple[str, ...] = ("pass@1_greedy", "pass@1", "majority", "best_of_n:random",
+                                "best_of_n:loglik", "best_of_n:orm",
                                 "best_of_n:prm", "best_of_n:prm_mc", "weighted:orm",
                                 "weighted:prm", "beam:prm", "lookahead:prm"),
     beam_budgets: tuple[int, ...] = (4, 16, 64),
@@ -231,8 +265,11 @@ def search(
 ) -> dict:
     """Runs every method at every budget (pool methods at 1, 2, 4, ... max_n; beam and
     lookahead at `beam_budgets`, or lookahead at `lookahead_budgets` when given: it costs
-    about k + 1 times beam's tokens) on `num_problems` held-out problems."""
+    about k + 1 times beam's tokens) on `num_problems` held-out problems. The pool holds
+    `groups` x max_n samples per problem, so even the largest budget is averaged over
+    `groups` disjoint sets of samples."""
     require(max_n >= 1, "search.max_n", max_n, "must be >= 1")
+    require(groups >= 1, "search.groups", groups, "must be >= 1")
     require(num_problems >= 1, "search.num_problems", num_problems, "must be >= 1")
     require(beam_width >= 1, "search.beam_width", beam_width, "must be >= 1")
     try:
@@ -241,13 +278,21 @@ def search(
         raise UserError(f"search.methods: {e}") from None
     task = task or _run_task()
     pol = policy(workdir, _bound("train_verifier.policy_workdir"), train=False)
-    names = sorted({v for _, v in parsed if v})
+    names = sorted({v for _, v in parsed if v and v not in BASELINES})
+    for method, (name, verifier) in zip(methods, parsed, strict=True):
+        require(name in POOL_STRATEGIES or verifier not in BASELINES, "search.methods",
+                method, f"must guide {name} with a trained verifier, not a baseline scorer")
     verifiers = {name: load_verifier(os.path.join(workdir, "verifiers", name),
                                      mesh=pol.setup.trainer.mesh) for name in _exist(workdir,
                                                                                     names)}
+    untrained = [n for n, v in verifiers.items() if v.kind == "prm" and not v.meta.every_step]
+    require(aggregate != "last" or not untrained, "search.aggregate", aggregate,
+            f"cannot be 'last' for PRMs {untrained}: trained to the first wrong step only, they "
+            "never learned to score a wrong answer line (train with train_verifier.aggregate = "
+            "'last')")
     problems = list(itertools.islice(task.problems("test", seed), num_problems))
     outdir = os.path.join(workdir, out)
-    ctx = SearchContext(outdir, pol, task, problems, verifiers, max_n=max_n,
+    ctx = SearchContext(outdir, pol, task, problems, verifiers, max_n=max_n, groups=groups,
                         temperature=temperature, max_new_tokens=max_new_tokens,
                         beam_width=beam_width, lookahead=lookahead, step_tokens=step_tokens,
                         max_depth=max_depth, aggregate=aggregate, beam_final=beam_final,
@@ -263,23 +308,31 @@ def search(
         for n in todo:
             with timer.stage(method if name in POOL_STRATEGIES else f"{method}@{n}"):
                 got = STRATEGIES[name](ctx, n, verifier)
-            results.setdefault(method, {})[n] = {"accuracy": float(got.correct.mean()),
-                                                 "tokens": float(got.tokens.mean())}
+            results.setdefault(method, {})[n] = {
+                "accuracy": float(got.correct.mean()), "tokens": float(got.tokens.mean()),
+                "accuracy_se": float(got.correct.std(ddof=1) / np.sqrt(len(got.correct)))
+                if len(got.correct) > 1 else float("nan")}
     reference = {"policy_params": pol.setup.model_cfg.num_params()}
     if large_policy:
         with timer.stage("large_policy"):
-            large = policy(workdir, large=True, train=False)
+            require((files.path(workdir) / "policy_large" / "model.json").exists(),
+                    "search.large_policy", large_policy, "must be False: the run trained no "
+                    "large policy (its train_verifier.large_model was None)")
+            large = policy(workdir, large={}, train=False)  # its shape: its model.json
             reference["large_params"] = large.setup.model_cfg.num_params()
             reference["large_pass@1_greedy"] = float(
                 ctx.greedy(large, "large_greedy").correct.mean())
             reference["large_pass@1"] = _sampled_pass_at_1(ctx, large, large_samples)
     prms = [n for n, v in verifiers.items() if v.kind == "prm"]
     summary = {
-        "num_problems": num_problems, "max_n": max_n, "seed": seed, "temperature": temperature,
+        "num_problems": num_problems, "max_n": max_n, "groups": groups, "seed": seed,
+        "temperature": temperature,
         "aggregate": aggregate, "beam_width": beam_width, "lookahead": lookahead,
         "methods": {m: {"n": sorted(r), "accuracy": [r[n]["accuracy"] for n in sorted(r)],
+                        "accuracy_se": [r[n]["accuracy_se"] for n in sorted(r)],
                         "tokens": [r[n]["tokens"] for n in sorted(r)]}
                     for m, r in results.items()},
+        "ranking": ranking_report(ctx),
         "reference": reference,
         "seconds": timer.seconds,
         "step_accuracy": {n: step_accuracy(ctx.scores(n)["steps"],
@@ -293,8 +346,24 @@ def search(
     plots.tokens_plot(summary, os.path.join(outdir, "tokens.png"))
     files.write_atomic(os.path.join(outdir, "config.gin"), gin.operative_config_str())
     print(table(results, ns))
-    print(json.dumps({"reference": reference, "step_accuracy": summary["step_accuracy"]}))
+    print(json.dumps({"reference": reference, "step_accuracy": summary["step_accuracy"],
+                      "ranking": summary["ranking"]}))
     return summary
+
+
+def ranking_report(ctx: SearchContext) -> dict[str, dict[str, float]]:
+    """Per scorer (verifiers and baselines) on the pool: within-problem AUC; per PRM also the
+    same-step accuracy against the exact step labels."""
+    pool, out = ctx.pool(), {}
+    exact = [s.exact for s in ctx.solutions]
+    for name, scores in pool.scores.items():
+        out[name] = ranking.within_problem_auc(scores, pool.correct)
+        verifier = ctx.verifiers.get(name)
+        if verifier is not None and verifier.kind == "prm" and any(e is not None for e in exact):
+            step = ranking.same_step_accuracy([s.problem for s in ctx.solutions],
+                                              ctx.scores(name)["steps"], exact)
+            out[name].update(same_step_accuracy=step["accuracy"], same_step_pairs=step["pairs"])
+    return out
 
 
 def _exist(workdir: str, names: Sequence[str]) -> list[str]:

@@ -2,10 +2,11 @@
 
 A strategy is `fn(ctx, n, verifier) -> Outcome`: per held-out problem, whether the answer it
 chose is right and how many tokens the policy generated to choose it (averaged over the
-repeats the strategy makes). Sampling-based strategies share one pool of N_max samples per
-problem (`Pool`, sampled once, batched on the sampler): at budget n they run on the pool's
-N_max // n disjoint groups of n samples and average, so every n is measured on fresh samples
-and the cost is the tokens of the n samples used.
+repeats the strategy makes). Sampling-based strategies share one pool of samples per problem
+(`Pool`: `search.groups` x N_max, sampled once, batched on the sampler): at budget n they run
+on the pool's size // n disjoint groups of n samples and average, so every n (N_max included)
+is measured on several fresh sets of samples and the cost is the tokens of the n samples
+used.
 
   pass@1_greedy            one greedy solution (n unused)
   pass@1                   one sample at the pool's temperature (n unused: the pool's mean)
@@ -40,8 +41,8 @@ class Outcome:
 
 @dataclasses.dataclass
 class Pool:
-    """N_max samples per problem: answers [P][N], correct [P, N], generated tokens [P, N]
-    (the stop token included) and, per verifier name, a solution score [P, N]."""
+    """N samples per problem: answers [P][N], correct [P, N], generated tokens [P, N] (the stop
+    token included) and, per scorer name (verifiers and baselines), a solution score [P, N]."""
 
     answers: list[list[str | None]]
     correct: np.ndarray

@@ -5,16 +5,8 @@
 Re-running the same command on the same workdir resumes at the round and step it reached.
 """
 
-import os
-
-from jaxrl_reason import cli, registry  # noqa: F401  (registry registers every configurable)
-from jaxrl_reason.self_improve import loop as self_improve
-
-
-def main() -> None:
-    default = os.path.join(cli.CONFIGS_DIR, "self_improve_addition.gin")
-    cli.run(self_improve.self_improve, default_gin_file=default)
-
+from jaxrl_reason import cli, registry  # noqa: F401  (registry: every configurable, for gin)
+from jaxrl_reason.self_improve.loop import self_improve
 
 if __name__ == "__main__":
-    main()
+    cli.run(self_improve, default_gin_file="self_improve_addition.gin")

@@ -3,18 +3,8 @@
     python -m jaxrl_reason.sft --gin_file=configs/sft_addition.gin --workdir=DIR
 """
 
-import os
-
-from jaxrl_reason import (
-    cli,
-    registry,  # noqa: F401  (registers every configurable with gin)
-)
-from jaxrl_reason.sft import loop as sft
-
-
-def main() -> None:
-    cli.run(sft.sft, default_gin_file=os.path.join(cli.CONFIGS_DIR, "sft_addition.gin"))
-
+from jaxrl_reason import cli, registry  # noqa: F401  (registry: every configurable, for gin)
+from jaxrl_reason.sft.loop import sft
 
 if __name__ == "__main__":
-    main()
+    cli.run(sft, default_gin_file="sft_addition.gin")

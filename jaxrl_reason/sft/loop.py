@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Callable
 
 import gin
 
@@ -12,13 +13,14 @@ from jaxrl_reason import common, rollouts
 from jaxrl_reason.data.batching import ExampleStream, encode_example
 from jaxrl_reason.data.tasks import Task
 from jaxrl_reason.errors import require, typed
+from jaxrl_reason.models.transformer import ModelConfig
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.training.checkpoints import Checkpointer
 from jaxrl_reason.training.loop import fit
 from jaxrl_reason.training.metrics import MetricWriter
 
 
-@gin.configurable(denylist=["workdir"])
+@gin.configurable(denylist=["workdir", "model"])
 @typed
 def sft(
     workdir: str,
@@ -33,12 +35,15 @@ def sft(
     eval_every: int = 200,
     eval_problems: int = 256,
     max_new_tokens: int = 96,
+    model: Callable[..., ModelConfig] | None = None,
 ) -> dict[str, float]:
-    """Trains `steps` steps on `num_examples` training problems; resumes from workdir."""
+    """Trains `steps` steps on `num_examples` training problems; resumes from workdir.
+    `model` makes the model config from the vocabulary size (a caller's explicit second
+    model; None: the job's own, from the gin bindings)."""
     for name, value in (("steps", steps), ("batch_size", batch_size),
                         ("num_examples", num_examples), ("log_every", log_every)):
         require(value >= 1, f"sft.{name}", value, "must be >= 1")
-    s = common.build()
+    s = common.build(model=model) if model else common.build()
     examples = [
         encode_example(s.tok, task.prompt(p), task.target(p))
         for p in itertools.islice(task.problems("train", seed), num_examples)

@@ -1,5 +1,5 @@
-"""Loss functions over the model's outputs on a batch, registered by name (a config line swaps
-them; gin binds their hyperparameters).
+"""Loss functions over the model's outputs on a batch: a job hands its loss to the trainer as a
+function (`Trainer(loss=...)`; the SFT loss is the default).
 
 A loss returns SUMS, never means: (loss_sum, count, metrics) with metrics {name: (sum, count)}
 (count None: the metric is the sum itself, e.g. a token count).
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxrl_reason.named import Named
 from jaxrl_reason.sampling.distribution import sampling_logprobs
 
 Metrics = dict[str, tuple[jax.Array, jax.Array | None]]
@@ -43,9 +43,7 @@ class Forward:
         return jnp.pad(lp, ((0, 0), (1, 0)))
 
 
-LossFn = Callable[[Forward, dict[str, jax.Array]], LossOut]
-LOSSES: Named[LossFn] = Named("loss")
-register = LOSSES.register
+LossFn = Callable[[Forward, Any], LossOut]
 
 
 def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -54,7 +52,6 @@ def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
-@register("sft")
 def sft_loss(fwd: Forward, batch: dict[str, jax.Array]) -> LossOut:
     """Next-token cross-entropy summed over the target tokens (`loss_mask`, times the optional
     per-token `weights`); the step divides by the target count."""

@@ -5,6 +5,11 @@ in its own dtype and sharded like the policy, when the trainer has one). Shardin
 params' logical axes, so the same step runs on 1 CPU or a pod. Every jitted function is built
 once per Trainer; the learning rate is an argument, so one compiled step serves every phase.
 
+A batch is a pytree of [B, ...] arrays whose model inputs (`tokens`, `positions`, `input_mask`,
+`loss_mask`) read by name: the SFT dict of `data.batching` or a typed batch such as
+`rl.batch.RLBatch`. The loss is a function of (Forward, batch) handed to the trainer
+(`training.losses.sft_loss` by default).
+
 Gradient accumulation scans over micro-batches inside the step. Micro-batch j takes rows
 j, j + A, j + 2A, ... (A = grad_accum), so each one is spread over every device; losses return
 sums and counts, and the step divides by the global count once (`training.losses`).
@@ -27,13 +32,13 @@ from jaxrl_reason import parallel
 from jaxrl_reason.errors import check_dataclass, require
 from jaxrl_reason.models.transformer import ModelConfig, Transformer
 from jaxrl_reason.sampling.distribution import banned_mask
-from jaxrl_reason.training.losses import LOSSES, Forward
+from jaxrl_reason.training.losses import Forward, LossFn, sft_loss
 from jaxrl_reason.training.optim import Optimizer
 
 State = dict[str, Any]
 
 
-@gin.configurable(denylist=["model_cfg", "optimizer", "mesh", "banned_ids"])
+@gin.configurable(denylist=["model_cfg", "optimizer", "mesh", "loss", "banned_ids"])
 @dataclasses.dataclass
 class Trainer:
     """Owns the compiled steps for one (model, optimizer, mesh, loss).
@@ -44,7 +49,7 @@ class Trainer:
     model_cfg: ModelConfig
     optimizer: Optimizer
     mesh: Mesh
-    loss: str = "sft"
+    loss: LossFn = sft_loss
     grad_accum: int = 1
     reference: bool = False
     reference_dtype: str | None = None
@@ -52,9 +57,7 @@ class Trainer:
 
     def __post_init__(self):
         check_dataclass(self)
-        require(self.loss in LOSSES, "Trainer.loss", self.loss, f"must be one of {sorted(LOSSES)}")
         require(self.grad_accum >= 1, "Trainer.grad_accum", self.grad_accum, "must be >= 1")
-        self.loss_fn = LOSSES[self.loss]
         self.ref_dtype = jnp.dtype(self.reference_dtype or self.model_cfg.param_dtype)
         abstract = nnx.eval_shape(lambda: Transformer(self.model_cfg, nnx.Rngs(0)))
         self.graphdef, abstract_params = nnx.split(abstract, nnx.Param)
@@ -127,7 +130,7 @@ class Trainer:
         return Forward(batch["tokens"], logits, values, banned)
 
     def _sums(self, params, batch):
-        total, count, metrics = self.loss_fn(self._forward(params, batch), batch)
+        total, count, metrics = self.loss(self._forward(params, batch), batch)
         return total, (count, metrics)
 
     def _micro_batches(self, batch):
@@ -142,7 +145,7 @@ class Trainer:
 
         return jax.tree.map(split, batch)
 
-    def _train_step(self, state: State, batch: dict[str, jax.Array], lr: jax.Array):
+    def _train_step(self, state: State, batch, lr: jax.Array):
         value_and_grad = jax.value_and_grad(self._sums, has_aux=True)
 
         def sums(mb):
@@ -185,16 +188,16 @@ class Trainer:
         return values
 
     # ---- host API -----------------------------------------------------------------------------
-    def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    def put_batch(self, batch):
         """Places a host batch on the mesh, split along data x fsdp (each process its rows)."""
-        b = len(next(iter(batch.values())))
+        b = len(jax.tree.leaves(batch)[0])
         split = self.grad_accum * parallel.batch_divisor(self.mesh)
         require(b % split == 0, "Trainer.grad_accum", self.grad_accum,
                 f"times the data*fsdp size ({parallel.batch_divisor(self.mesh)}) must divide "
                 f"the batch of {b} rows")
-        return parallel.put_global({k: np.asarray(v) for k, v in batch.items()}, self.mesh)
+        return parallel.put_global(batch, self.mesh)
 
-    def train_step(self, state: State, batch: dict[str, np.ndarray], lr: float
+    def train_step(self, state: State, batch, lr: float
                    ) -> tuple[State, dict]:
         with jax.set_mesh(self.mesh):
             return self._train(state, self.put_batch(batch), jnp.float32(lr))

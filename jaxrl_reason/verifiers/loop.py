@@ -3,9 +3,10 @@
 Stages, each resumable after a kill (a finished stage leaves its file; the long ones resume
 mid-way from their checkpoint, chunk or round):
   1. policy: SFT on the task's gold rationales (`sft.*` bindings) in workdir/policy, unless
-     `policy_workdir` names a trained one; with `large_policy`, also a policy of the
-     "large" gin scope (large/ModelConfig.*: ~4x the parameters, same data and steps) in
-     workdir/policy_large, for the test-time-compute-against-model-size comparison;
+     `policy_workdir` names a trained one; with `large_model` (the ModelConfig fields that
+     differ from the policy's, e.g. ~4x the parameters), also a policy of that shape (same
+     data and steps) in workdir/policy_large, for the test-time-compute-against-model-size
+     comparison;
   2. solutions: `samples_per_problem` samples (T = `temperature`) of `num_problems` training
      problems, labeled by the checker: outcome and exact step labels (solutions/);
   3. Monte-Carlo step labels (Math-Shepherd) from the policy as completer, when a verifier uses
@@ -19,8 +20,8 @@ Held-out evaluation and search: `python -m jaxrl_reason.search --workdir=<same d
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -33,14 +34,13 @@ import jax
 from jaxrl_reason import common, files, rng, rollouts
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.errors import UserError, require, typed
+from jaxrl_reason.models.transformer import ModelConfig
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.sft import loop as sft
 from jaxrl_reason.training.checkpoints import read_params
 from jaxrl_reason.verifiers import labels, montecarlo, training
 from jaxrl_reason.verifiers.scoring import VerifierMeta
 from jaxrl_reason.verifiers.solutions import Solution, from_rollouts, step_delimiters
-
-LARGE = "large"  # gin scope of the larger policy
 
 
 @dataclasses.dataclass
@@ -50,31 +50,44 @@ class Policy:
     directory: str
 
 
-def policy_scope(large: bool):
-    return gin.config_scope(LARGE) if large else contextlib.nullcontext()
+def large_model(overrides: dict) -> Callable[..., ModelConfig]:
+    """The large twin's config: the policy's ModelConfig with `overrides`
+    (`train_verifier.large_model`), validated as any ModelConfig."""
+    require(isinstance(overrides, dict) and bool(overrides), "train_verifier.large_model",
+            overrides, "must be a dict of ModelConfig fields, e.g. {'d_model': 128}")
+    return lambda vocab_size: dataclasses.replace(ModelConfig(vocab_size=vocab_size),
+                                                  **overrides)
 
 
-def policy(workdir: str, policy_workdir: str | None = None, large: bool = False,
+def policy(workdir: str, policy_workdir: str | None = None, large: dict | None = None,
            train: bool = True) -> Policy:
-    """The job's policy (or its large twin): built from the gin config, trained by the sft job
-    in workdir/policy[_large] if it is not yet (or read from `policy_workdir`)."""
-    directory = policy_workdir if policy_workdir and not large else os.path.join(
-        workdir, "policy_large" if large else "policy")
-    with policy_scope(large):
-        setup = common.build()
-        record = files.path(directory) / "model.json"
-        if not record.exists():
-            if policy_workdir and not large:
-                if not (files.path(directory) / "checkpoints").exists():
-                    raise UserError(f"train_verifier.policy_workdir={policy_workdir!r} holds "
-                                    f"no checkpoints/ (train it with python -m jaxrl_reason.sft)")
-            elif train:
-                result = sft.sft(directory)
-                files.write_json(record, {"model": dataclasses.asdict(setup.model_cfg),
-                                          "params": setup.model_cfg.num_params(), **result})
-            else:
-                raise UserError(f"no trained policy in {directory}: run "
-                                f"python -m jaxrl_reason.train_verifier on {workdir} first")
+    """The job's policy, built from the gin config and trained by the sft job in
+    workdir/policy if it is not yet (or read from `policy_workdir`, whose config.gin gives the
+    model and tokenizer this config does not bind); with `large` (ModelConfig overrides), its
+    large twin in workdir/policy_large, whose shape is read back from its model.json."""
+    directory = os.path.join(workdir, "policy_large") if large is not None else (
+        policy_workdir or os.path.join(workdir, "policy"))
+    record = files.path(directory) / "model.json"
+    if record.exists() and large is not None:
+        model = functools.partial(ModelConfig, **{
+            k: v for k, v in files.read_json(record)["model"].items() if k != "vocab_size"})
+    else:
+        model = large_model(large) if large is not None else None
+    if policy_workdir and large is None:
+        common.inherit_model(policy_workdir)
+    setup = common.build(model=model) if model else common.build()
+    if not record.exists():
+        if policy_workdir and large is None:
+            if not (files.path(directory) / "checkpoints").exists():
+                raise UserError(f"train_verifier.policy_workdir={policy_workdir!r} holds "
+                                f"no checkpoints/ (train it with python -m jaxrl_reason.sft)")
+        elif train:
+            result = sft.sft(directory, model=model)
+            files.write_json(record, {"model": dataclasses.asdict(setup.model_cfg),
+                                      "params": setup.model_cfg.num_params(), **result})
+        else:
+            raise UserError(f"no trained policy in {directory}: run "
+                            f"python -m jaxrl_reason.train_verifier on {workdir} first")
     params, _ = read_params(files.path(directory) / "checkpoints",
                             setup.trainer.abstract_state["params"])
     return Policy(setup, params, directory)
@@ -154,7 +167,7 @@ def train_verifier(
     workdir: str,
     task: Task = gin.REQUIRED,
     policy_workdir: str | None = None,
-    large_policy: bool = True,
+    large_model: dict | None = None,
     num_problems: int = 400,
     samples_per_problem: int = 16,
     temperature: float = 0.7,
@@ -163,8 +176,11 @@ def train_verifier(
     mc_temperature: float = 0.7,
     verifiers: tuple[str, ...] = ("orm", "prm", "prm_mc"),
     init: Literal["policy", "scratch"] = "policy",
+    verifier_model: dict | None = None,
+    verifier_optimizer: dict | None = None,
     aggregate: Literal["product", "min", "last"] = "product",
     loss: Literal["verifier_bce", "verifier_mse"] = "verifier_bce",
+    lm_weight: float = 0.0,
     steps: int = 300,
     active_rounds: int = 2,
     active_budget: float = 0.5,
@@ -174,7 +190,12 @@ def train_verifier(
     ckpt_every: int = 100,
     log_every: int = 50,
 ) -> dict:
-    """Runs (or resumes) every stage in `workdir`; returns (and prints) the summary."""
+    """Runs (or resumes) every stage in `workdir`; returns (and prints) the summary.
+
+    The second models are explicit: `large_model` (ModelConfig fields that differ from the
+    policy's; None: no large twin), `verifier_model` (for `init="scratch"`: fields that differ
+    from the policy's), `verifier_optimizer` (make_optimizer arguments that differ from the
+    policy's), `lm_weight` (the verifier's joint LM loss, verifiers.losses)."""
     for name, value in (("num_problems", num_problems), ("samples_per_problem",
                         samples_per_problem), ("mc_samples", mc_samples),
                         ("batch_size", batch_size)):
@@ -182,12 +203,16 @@ def train_verifier(
     unknown = [v for v in verifiers if v not in training.SPECS]
     require(not unknown and len(set(verifiers)) == len(verifiers), "train_verifier.verifiers",
             verifiers, f"must be distinct names from {sorted(training.SPECS)}")
+    monte_carlo = [v for v in verifiers if training.SPECS[v].labels.startswith("mc")]
+    require(aggregate != "last" or not monte_carlo, "train_verifier.aggregate", aggregate,
+            f"cannot be 'last' with Monte-Carlo labels ({monte_carlo}): they stop at the first "
+            "wrong step, so no wrong answer line is labeled; use exact labels or product/min")
     timer = common.Timer(workdir)
     with timer.stage("policy"):
         pol = policy(workdir, policy_workdir)
-    if large_policy:
+    if large_model is not None:
         with timer.stage("policy_large"):
-            policy(workdir, large=True)
+            policy(workdir, large=large_model)
     problems = train_problems(task, seed, num_problems)
     with timer.stage("solutions"):
         sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
@@ -213,10 +238,12 @@ def train_verifier(
         spec = training.SPECS[name]
         directory = os.path.join(workdir, "verifiers", name)
         with timer.stage(f"verifier_{name}"):
-            cfg = training.verifier_model(pol.setup.model_cfg, init)
-            trainer = training.make_trainer(cfg, pol.setup.trainer.mesh, loss)
+            cfg = training.verifier_model(pol.setup.model_cfg, init, verifier_model or {})
+            trainer = training.make_trainer(cfg, pol.setup.trainer.mesh, loss, lm_weight,
+                                            verifier_optimizer or {})
             meta = VerifierMeta(spec.kind, loss, spec.labels, dataclasses.asdict(cfg),
-                                step_delimiters(tok), (tok.eos_id,), tok.pad_id, aggregate)
+                                step_delimiters(tok), (tok.eos_id,), tok.pad_id, aggregate,
+                                every_step=aggregate == "last")
             active = dict(rounds=active_rounds, budget=active_budget) if spec.active else {}
             training.train(directory, trainer, meta, solutions,
                            _initializer(trainer, pol.directory, init, seed), steps, batch_size,

@@ -1,4 +1,4 @@
-"""Verifier losses, registered by name with the trainer (`Trainer.loss = "verifier_bce"`).
+"""Verifier losses by name (`train_verifier.loss = "verifier_bce"`), handed to the trainer.
 
 The value head's output v at the tokens of `value_mask` regresses `value_targets` in [0, 1]:
 - "verifier_bce": binary cross-entropy on the logit v (soft Monte-Carlo targets allowed);
@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from jaxrl_reason.errors import require
-from jaxrl_reason.training.losses import Forward, LossOut, register, sft_loss
+from jaxrl_reason.training.losses import Forward, LossOut, sft_loss
 
 LINKS = {"verifier_bce": "sigmoid", "verifier_mse": "clip"}
 
@@ -34,12 +33,11 @@ def probabilities(values: jax.Array | np.ndarray, link: Literal["sigmoid", "clip
     return xp.clip(values, 0.0, 1.0)
 
 
-@gin.configurable(denylist=["fwd", "batch", "kind"])
 def verifier_loss(fwd: Forward, batch: dict[str, jax.Array], kind: Literal["bce", "mse"],
                   lm_weight: float = 0.0) -> LossOut:
     """Sums over the value targets (see the module docstring); metrics: value_loss,
     value_accuracy ((P >= 0.5) == (target >= 0.5)) and lm_nll."""
-    require(lm_weight >= 0, "verifier_loss.lm_weight", lm_weight, "must be >= 0")
+    require(lm_weight >= 0, "train_verifier.lm_weight", lm_weight, "must be >= 0")
     if fwd.values is None:
         raise ValueError("verifier losses need a value head (ModelConfig.value_head = True)")
     v = fwd.values.astype(jnp.float32)
@@ -60,11 +58,4 @@ def verifier_loss(fwd: Forward, batch: dict[str, jax.Array], kind: Literal["bce"
     return total, count, metrics
 
 
-@register("verifier_bce")
-def verifier_bce(fwd: Forward, batch: dict[str, jax.Array]) -> LossOut:
-    return verifier_loss(fwd, batch, "bce")
-
-
-@register("verifier_mse")
-def verifier_mse(fwd: Forward, batch: dict[str, jax.Array]) -> LossOut:
-    return verifier_loss(fwd, batch, "mse")
+KINDS = {"verifier_bce": "bce", "verifier_mse": "mse"}

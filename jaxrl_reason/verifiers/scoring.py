@@ -59,13 +59,14 @@ class VerifierMeta:
     """What verifier.json records: enough to rebuild and use the verifier anywhere."""
 
     kind: str  # "orm" or "prm"
-    loss: str  # the registered loss it was trained with (fixes the link)
+    loss: str  # the loss it was trained with, by name (verifiers.losses; fixes the link)
     labels: str  # outcome / exact / mc_hard / mc_soft
     model: dict  # ModelConfig fields
     delimiters: tuple[int, ...]  # step-end token ids
     stop_ids: tuple[int, ...]
     pad_id: int
     aggregate: str = "product"
+    every_step: bool = False  # PRM supervised on every step (for aggregate "last")
 
     @classmethod
     def read(cls, workdir: str) -> VerifierMeta:

@@ -68,8 +68,9 @@ def step_delimiters(tok: Tokenizer, delimiter: str = "\n") -> tuple[int, ...]:
 
 
 def step_texts(tok: Tokenizer, completion: Sequence[int], ends: Sequence[int]) -> list[str]:
-    """The text of each step: the ids after the previous step's end up to this one's."""
-    starts = [0, *(e + 1 for e in ends[:-1])]
+    """The text of each step: the ids after the previous step's end up to this one's (none for
+    a completion that ends no step, e.g. cut off before its first delimiter)."""
+    starts = [0, *(e + 1 for e in ends)][: len(ends)]
     return [tok.decode(completion[a : b + 1]) for a, b in zip(starts, ends, strict=True)]
 
 

@@ -3,7 +3,9 @@
 - ORM (Cobbe et al.): the outcome label at EVERY completion token (a token-level value
   function); question tokens carry no target.
 - PRM (Lightman et al.): the step's label at the last token of each step, up to and including
-  the first wrong step; later steps carry none.
+  the first wrong step; later steps carry none. A PRM whose solution score is its LAST step's
+  (`aggregate="last"`, Snell et al.) is supervised on every labeled step instead: stopping at
+  the first wrong step would leave a wrong solution's answer line almost never labeled 0.
 A batch is `data.batching.make_batch`'s plus `value_targets` and `value_mask` [B, T], aligned
 with `tokens` like every per-token field: entry t is the prediction after reading token t.
 """
@@ -35,13 +37,15 @@ def orm_target(solution: Solution) -> Target:
     return Target(solution.example, tuple(range(n)), (float(solution.correct),) * n)
 
 
-def prm_target(solution: Solution, labels: Sequence[float]) -> Target | None:
-    """Step labels at the step ends, supervision stopping at the first wrong step; labels that
-    are missing (NaN) end it too. None when no step is labeled."""
+def prm_target(solution: Solution, labels: Sequence[float], every_step: bool = False
+               ) -> Target | None:
+    """Step labels at the step ends, supervision stopping at the first wrong step (on every
+    step with `every_step`); labels that are missing (NaN) end it too. None when no step is
+    labeled."""
     labels = np.asarray(labels, np.float64)
     known = np.flatnonzero(np.isnan(labels))
     labels = labels[: known[0]] if len(known) else labels
-    keep = supervised_steps(labels)
+    keep = np.ones(len(labels), bool) if every_step else supervised_steps(labels)
     if not keep.any():
         return None
     ends = np.asarray(solution.step_ends)[: len(labels)][keep]
@@ -49,12 +53,13 @@ def prm_target(solution: Solution, labels: Sequence[float]) -> Target | None:
                   tuple(float(v) for v in labels[keep]))
 
 
-def targets_for(solutions: Sequence[Solution], kind: str, labels: str) -> list[Target]:
+def targets_for(solutions: Sequence[Solution], kind: str, labels: str,
+                every_step: bool = False) -> list[Target]:
     """ORM targets ("orm", labels "outcome") or PRM targets ("prm", labels "exact", "mc_hard"
-    or "mc_soft") of every solution that has some."""
+    or "mc_soft"; on `every_step`) of every solution that has some."""
     if kind == "orm":
         return [orm_target(s) for s in solutions]
-    out = [prm_target(s, s.labels(labels)) for s in solutions]
+    out = [prm_target(s, s.labels(labels), every_step) for s in solutions]
     return [t for t in out if t is not None]
 
 

@@ -10,9 +10,9 @@ checkpoint, a finished one is loaded instead of trained.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
-import gin
 import numpy as np
 from jax.sharding import Mesh
 
@@ -24,12 +24,11 @@ from jaxrl_reason.training.loop import fit
 from jaxrl_reason.training.metrics import MetricWriter
 from jaxrl_reason.training.optim import make_optimizer
 from jaxrl_reason.training.trainer import Trainer
+from jaxrl_reason.verifiers import losses
 from jaxrl_reason.verifiers.active import convincing_wrong_first
 from jaxrl_reason.verifiers.scoring import META_FILE, Verifier, VerifierMeta, load_verifier
 from jaxrl_reason.verifiers.solutions import Solution
 from jaxrl_reason.verifiers.targets import TargetStream, targets_for
-
-SCOPE = "verifier"  # gin scope of the verifier's own bindings (verifier/make_optimizer.*)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,19 +47,22 @@ SPECS = {
 }
 
 
-def verifier_model(policy_cfg: ModelConfig, init: str) -> ModelConfig:
-    """The verifier's config: the policy's shape with a value head when it starts from the
-    policy; else ModelConfig under the "verifier" gin scope (verifier/ModelConfig.* bindings
-    over the unscoped ones), with a value head."""
-    if init == "policy":
-        return dataclasses.replace(policy_cfg, value_head=True)
-    with gin.config_scope(SCOPE):
-        return ModelConfig(vocab_size=policy_cfg.vocab_size, value_head=True)
+def verifier_model(policy_cfg: ModelConfig, init: str, overrides: dict) -> ModelConfig:
+    """The verifier's config: the policy's with a value head, and for `init="scratch"` the
+    fields of `overrides` (`train_verifier.verifier_model`); a verifier that starts from the
+    policy's weights has the policy's shape."""
+    require(init == "scratch" or not overrides, "train_verifier.verifier_model", overrides,
+            "must be empty with init='policy' (the verifier starts from the policy's weights)")
+    return dataclasses.replace(policy_cfg, value_head=True, **overrides)
 
 
-def make_trainer(cfg: ModelConfig, mesh: Mesh, loss: str) -> Trainer:
-    with gin.config_scope(SCOPE):
-        return Trainer(cfg, make_optimizer(), mesh, loss=loss)
+def make_trainer(cfg: ModelConfig, mesh: Mesh, loss: str, lm_weight: float,
+                 optimizer: dict) -> Trainer:
+    """The verifier's trainer: `loss` by name with its LM weight, and make_optimizer with the
+    arguments of `optimizer` (`train_verifier.verifier_optimizer`) over the policy's."""
+    loss_fn = functools.partial(losses.verifier_loss, kind=losses.KINDS[loss],
+                                lm_weight=lm_weight)
+    return Trainer(cfg, make_optimizer(**optimizer), mesh, loss=loss_fn)
 
 
 def is_trained(directory: str) -> bool:
@@ -121,7 +123,8 @@ def train(
                                wrong_fraction, seed + r))
             files.write_json(picks_path, picks)
         chosen = [solutions[i] for part in picks[: r + 1] for i in part]
-        data = TargetStream(targets_for(chosen, meta.kind, meta.labels), batch_size, max_len,
+        data = TargetStream(targets_for(chosen, meta.kind, meta.labels, meta.every_step),
+                            batch_size, max_len,
                             meta.pad_id, seed + r)
         if data_state is not None:
             data.set_state(data_state)
