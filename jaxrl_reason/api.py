@@ -20,12 +20,11 @@ import gin
 import numpy as np
 
 from jaxrl_reason import cli, common, registry, rollouts  # noqa: F401  (registry: gin names)
-from jaxrl_reason.data.batching import Example, encode_prompt, make_batch, round_up
+from jaxrl_reason.data.batching import Example, encode_prompt
 from jaxrl_reason.data.tasks import Problem, QuestionTask, Task
 from jaxrl_reason.errors import UserError
 from jaxrl_reason.models.hf.checkpoint import HFCheckpoint
 from jaxrl_reason.models.transformer import ModelConfig
-from jaxrl_reason.parallel import batch_divisor
 from jaxrl_reason.sampling.sampler import SamplingConfig
 from jaxrl_reason.tokenizers import Tokenizer
 
@@ -78,15 +77,7 @@ class Model:
         tok = self.tokenizer
         examples = [Example(tuple(encode_prompt(tok, p)), tuple(tok.encode(c)))
                     for p, c in zip(prompts, completions, strict=True)]
-        longest = max(len(e) for e in examples)
-        if longest > self.config.max_len:
-            raise UserError(f"a prompt + completion of {longest} tokens exceeds the model's "
-                            f"context of {self.config.max_len}")
-        rows = round_up(len(examples), batch_divisor(self.setup.trainer.mesh))
-        batch = make_batch(examples, min(round_up(longest, 16), self.config.max_len),
-                           tok.pad_id, rows)
-        out = np.asarray(self.setup.trainer.logprobs(self.params, batch))
-        return [out[i, len(e.prompt): len(e)] for i, e in enumerate(examples)]
+        return self.setup.completion_logprobs(self.params, examples)
 
 
 def load(path: str, step: int | None = None, bindings: Sequence[str] = ()) -> Model:

@@ -8,14 +8,17 @@ import dataclasses
 import os
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import gin
 import jax
+import numpy as np
 from gin import config_parser
 from tqdm import tqdm
 
 from jaxrl_reason import files, parallel
+from jaxrl_reason.data.batching import Example, make_batch, round_up
 from jaxrl_reason.data.tasks import Task
 from jaxrl_reason.errors import UserError
 from jaxrl_reason.models.hf.checkpoint import HFCheckpoint
@@ -43,6 +46,25 @@ class Setup:
     trainer: Trainer
     sampler: Sampler
     pretrained: HFCheckpoint | None = None
+
+    def completion_logprobs(self, params, examples: Sequence[Example], rows: int = 256
+                            ) -> list[np.ndarray]:
+        """Each example's completion-token log-probs under `params` (temperature 1, as the
+        sampler draws: banned ids excluded), scored in padded chunks of `rows` rows."""
+        longest = max(len(e) for e in examples)
+        if longest > self.model_cfg.max_len:
+            raise UserError(f"a prompt + completion of {longest} tokens exceeds the model's "
+                            f"context of {self.model_cfg.max_len}")
+        seq_len = min(round_up(longest, 16), self.model_cfg.max_len)
+        rows = round_up(min(rows, len(examples)),
+                        self.trainer.grad_accum * parallel.batch_divisor(self.trainer.mesh))
+        out = []
+        for start in range(0, len(examples), rows):
+            part = examples[start:start + rows]
+            batch = make_batch(part, seq_len, self.tok.pad_id, rows)
+            lp = np.asarray(self.trainer.logprobs(params, batch))
+            out += [lp[i, len(e.prompt): len(e)] for i, e in enumerate(part)]
+        return out
 
     def init(self, seed: int) -> State:
         """A fresh train state: random weights, or the pretrained checkpoint's."""

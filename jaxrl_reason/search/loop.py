@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from jaxrl_reason import common, files, rng, rollouts
-from jaxrl_reason.data.batching import encode_prompt, make_batch, round_up
+from jaxrl_reason.data.batching import encode_prompt
 from jaxrl_reason.data.tasks import Problem, Task
 from jaxrl_reason.errors import UserError, require, typed
 from jaxrl_reason.sampling.sampler import SamplingConfig
@@ -115,18 +115,12 @@ class SearchContext:
                                     "steps": [[float(x) for x in s] for s in steps]})
         return files.read_json(path)
 
-    def loglik(self, rows: int = 256) -> np.ndarray:
+    def loglik(self) -> np.ndarray:
         """Each pool solution's geometric-mean token probability, exp(mean log-prob over its
         completion tokens, the stop token included), under the policy at temperature 1."""
-        trainer, examples = self.pol.setup.trainer, [s.example for s in self.solutions]
-        seq_len = min(round_up(max(len(e) for e in examples), 32), trainer.model_cfg.max_len)
-        out = []
-        for start in range(0, len(examples), rows):
-            part = examples[start:start + rows]
-            batch = make_batch(part, seq_len, self.pol.setup.tok.pad_id, rows)
-            lp = np.asarray(trainer.logprobs(self.pol.params, batch))[:len(part)]
-            out += list(lp.sum(1) / np.maximum(batch["loss_mask"][:len(part)].sum(1), 1))
-        return np.exp(np.asarray(out))
+        lps = self.pol.setup.completion_logprobs(self.pol.params,
+                                                 [s.example for s in self.solutions])
+        return np.exp([lp.sum() / max(len(lp), 1) for lp in lps])
 
     # ---- generative strategies -----------------------------------------------------------
     def greedy(self, pol: Policy | None = None, name: str = "greedy") -> Outcome:

@@ -50,7 +50,7 @@ class Policy:
     directory: str
 
 
-def large_model(overrides: dict) -> Callable[..., ModelConfig]:
+def large_model_config(overrides: dict) -> Callable[..., ModelConfig]:
     """The large twin's config: the policy's ModelConfig with `overrides`
     (`train_verifier.large_model`), validated as any ModelConfig."""
     require(isinstance(overrides, dict) and bool(overrides), "train_verifier.large_model",
@@ -72,7 +72,7 @@ def policy(workdir: str, policy_workdir: str | None = None, large: dict | None =
         model = functools.partial(ModelConfig, **{
             k: v for k, v in files.read_json(record)["model"].items() if k != "vocab_size"})
     else:
-        model = large_model(large) if large is not None else None
+        model = large_model_config(large) if large is not None else None
     if policy_workdir and large is None:
         common.inherit_model(policy_workdir)
     setup = common.build(model=model) if model else common.build()
