@@ -99,20 +99,24 @@ class SentencePieceTokenizer:
     ) -> SentencePieceTokenizer:
         """Trains a model on `texts` and writes it to `model_path` (ids: pad 0, bos 1, eos 2)."""
         proto = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts),
-            model_writer=proto,
-            vocab_size=vocab_size,
-            model_type=model_type,
-            byte_fallback=True,
-            pad_id=0,
-            bos_id=1,
-            eos_id=2,
-            unk_id=3,
-            character_coverage=1.0,
-            hard_vocab_limit=False,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts),
+                model_writer=proto,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                byte_fallback=True,
+                pad_id=0,
+                bos_id=1,
+                eos_id=2,
+                unk_id=3,
+                character_coverage=1.0,
+                hard_vocab_limit=False,
+                minloglevel=2,
+            )
+        except RuntimeError as e:  # e.g. fewer ids than byte-fallback pieces + characters
+            raise UserError(f"sentencepiece cannot train a vocabulary of {vocab_size}: "
+                            f"{str(e).splitlines()[0].split('] ')[-1]}") from None
         files.write_atomic(model_path, proto.getvalue())
         return cls(model_path)
 

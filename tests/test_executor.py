@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from jaxrl_reason.rewards import _sandbox as sandbox
-from jaxrl_reason.rewards.executor import ExecResult, Executor, confinement_gaps
+from jaxrl_reason.rewards.executor import ExecResult, Executor, _Worker, confinement_gaps
 
 TIMEOUT = 0.5  # seconds, for the runs that are meant to hang
 CAP = 4096  # output cap in bytes
@@ -604,23 +604,25 @@ def test_no_earlier_run_is_readable_in_a_later_runs_memory():
             assert hits[:-1] == [0, 0, 0, 0], f"code, stdin, outputs found: {hits[:-1]}"
 
 
+START_THREADS = textwrap.dedent("""
+    import threading, time
+    stop, n = threading.Event(), 0
+    try:
+        while n < 1000:
+            threading.Thread(target=stop.wait, daemon=True).start()
+            n += 1
+    except RuntimeError:
+        pass
+    """)  # n: the threads it started before a limit stopped it
+
+
 def test_a_run_starts_its_threads_while_another_holds_the_maximum():
     """Each run's thread limit is its own: a concurrent run starts as many threads as the run
     holding its maximum could (root: RLIMIT_NPROC of a uid per worker; otherwise the address
     space bounds each run's threads)."""
-    start_threads = textwrap.dedent("""
-        import threading, time
-        stop, n = threading.Event(), 0
-        try:
-            while n < 1000:
-                threading.Thread(target=stop.wait, daemon=True).start()
-                n += 1
-        except RuntimeError:
-            pass
-        """)
-    hold = (start_threads + "print(n, time.monotonic(), flush=True)\n"
+    hold = (START_THREADS + "print(n, time.monotonic(), flush=True)\n"
             "time.sleep(1.5)\nprint(time.monotonic())\nstop.set()")
-    join = ("import time\ntime.sleep(0.5)\nt = time.monotonic()\n" + start_threads
+    join = ("import time\ntime.sleep(0.5)\nt = time.monotonic()\n" + START_THREADS
             + "print(n, t)\nstop.set()")
     with Executor(workers=2, memory_mb=1024, max_threads=16) as ex:
         held, joined = ex.run_batch([hold, join])
@@ -632,6 +634,125 @@ def test_a_run_starts_its_threads_while_another_holds_the_maximum():
             assert joined_n == held_n == 16 - 1, (held.stdout, joined.stdout)
         else:  # the address space binds: the same for both, give or take a thread
             assert held_n >= 8 and abs(joined_n - held_n) <= 1, (held.stdout, joined.stdout)
+
+
+# ---- the uid locks, where /run is read-only --------------------------------------------------
+MS_RDONLY, MS_REMOUNT, MS_BIND, MNT_DETACH = 1, 32, 4096, 2
+
+
+@pytest.fixture
+def read_only_parents(tmp_path):
+    """Two directories on a read-only bind mount, as /run is in some hardened containers: one
+    empty, one holding a lock directory made before it went read-only."""
+    if not ROOT:
+        pytest.skip("only root claims a uid per worker")
+    ro = tmp_path / "ro"
+    (ro / "made_before" / sandbox.UID_LOCK_DIR).mkdir(mode=0o700, parents=True)
+    (ro / "empty").mkdir()
+    target = os.fsencode(ro)
+    if _libc.mount(target, target, None, ctypes.c_ulong(MS_BIND), None) != 0:
+        pytest.skip(f"no bind mount on this machine: {os.strerror(ctypes.get_errno())}")
+    try:
+        flags = ctypes.c_ulong(MS_REMOUNT | MS_BIND | MS_RDONLY)
+        if _libc.mount(None, target, None, flags, None) != 0:
+            pytest.skip(f"no read-only remount on this machine: {os.strerror(ctypes.get_errno())}")
+        yield [str(ro / "empty"), str(ro / "made_before")]
+    finally:
+        _libc.umount2(target, MNT_DETACH)
+
+
+def _lock_parents(monkeypatch, parents: list[str]) -> None:
+    """Workers started from now on look for their uid lock directory in `parents` only."""
+    start = _Worker.__init__
+    monkeypatch.setattr(_Worker, "__init__",
+                        lambda self, cfg: start(self, {**cfg, "uid_lock_parents": parents}))
+
+
+def _skip_without_worker_uids() -> None:
+    if not expected_layers(())["uid_per_worker"]:
+        pytest.skip(f"no uid per worker on this machine ({SUPPORTED}, root={ROOT})")
+
+
+def test_uid_locks_are_taken_only_where_no_other_user_has_a_say(tmp_path):
+    """A lock directory another user made, could read, or could swap is refused; the lock
+    directory is made root-owned 0700, and a held uid is not handed out again."""
+    if not ROOT:
+        pytest.skip("only root can make the root-owned lock directory")
+    squatted, loose, link, open_, missing, sticky = (
+        tmp_path / name for name in ("squatted", "loose", "link", "open", "missing", "sticky"))
+    (squatted / sandbox.UID_LOCK_DIR).mkdir(parents=True)
+    os.chown(squatted / sandbox.UID_LOCK_DIR, 65534, 65534)
+    (loose / sandbox.UID_LOCK_DIR).mkdir(parents=True)
+    (loose / sandbox.UID_LOCK_DIR).chmod(0o755)
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    link.mkdir()
+    (link / sandbox.UID_LOCK_DIR).symlink_to(tmp_path / "elsewhere")
+    open_.mkdir()
+    open_.chmod(0o777)  # others may rename what root makes in it
+    refused = [str(p) for p in (squatted, loose, link, open_, missing)]
+    with pytest.raises(OSError) as e:
+        sandbox.claim_worker_uid(refused)
+    for parent in refused:
+        assert f"{parent}/{sandbox.UID_LOCK_DIR}: " in str(e.value), (parent, str(e.value))
+    assert not (open_ / sandbox.UID_LOCK_DIR).exists()
+    assert os.listdir(squatted / sandbox.UID_LOCK_DIR) == os.listdir(tmp_path / "elsewhere") == []
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # as /dev/shm and /tmp: others cannot rename root's entries
+    first = sandbox.claim_worker_uid([*refused, str(sticky)])
+    second = sandbox.claim_worker_uid([*refused, str(sticky)])
+    try:
+        lock_dir = str(sticky / sandbox.UID_LOCK_DIR)
+        assert (first[0], first[2]) == (sandbox.UID_BASE, lock_dir)
+        assert (second[0], second[2]) == (sandbox.UID_BASE + 1, lock_dir)
+        st = os.stat(lock_dir)
+        assert (st.st_uid, oct(st.st_mode & 0o7777)) == (0, oct(0o700))
+    finally:
+        os.close(first[1])
+        os.close(second[1])
+
+
+def test_with_run_read_only_a_worker_still_gets_its_uid_and_thread_limit(
+        read_only_parents, pools, monkeypatch):
+    """Read-only candidates are passed over for the next one, the directory every worker on
+    the machine locks in: each worker runs as a uid of its own, and RLIMIT_NPROC holds."""
+    _skip_without_worker_uids()
+    usual = pools("all").protections["uid_lock_dir"]
+    _lock_parents(monkeypatch, [*read_only_parents, *sandbox.UID_LOCK_PARENTS])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex = Executor(workers=2, memory_mb=4096, max_threads=16)  # room for hundreds of threads
+    with ex:
+        p = ex.protections
+        assert p["uid_per_worker"] and p["lost"] == {} and "NPROC" in p["rlimits"], p
+        assert usual is not None and p["uid_lock_dir"] == usual, (usual, p)
+        uids = {r.stdout for r in ex.run_batch(
+            ["import os, time; time.sleep(0.3); print(os.getuid())"] * 2)}
+        assert len(uids) == 2 and all(int(u) >= sandbox.UID_BASE for u in uids), uids
+        r = ex.run(START_THREADS + "print(n)")
+        assert (r.status, r.stdout) == ("ok", f"{16 - 1}\n"), r  # NPROC counts the main thread
+    assert not [w for w in caught if "lost" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_a_pool_without_worker_uids_says_so_once(read_only_parents, monkeypatch):
+    """When no candidate takes a lock file, the runs go on as the shared nobody uid without
+    RLIMIT_NPROC, and the pool warns once (not per worker, not per run), saying why."""
+    _skip_without_worker_uids()
+    _lock_parents(monkeypatch, read_only_parents)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Executor(workers=2) as ex:
+            results = ex.run_batch(["print(1)"] * 4)
+            results.append(ex.run("print(1)"))
+    assert [r.stdout for r in results] == ["1\n"] * 5, results
+    p = ex.protections
+    assert p["uid_per_worker"] is False and p["uid_lock_dir"] is None, p
+    assert "NPROC" not in p["rlimits"] and list(p["lost"]) == ["uid_per_worker"], p
+    lost = [str(w.message) for w in caught if "lost" in str(w.message)]
+    assert len(lost) == 1, [str(w.message) for w in caught]
+    for parent in read_only_parents:
+        assert f"{parent}/{sandbox.UID_LOCK_DIR}: Read-only file system" in lost[0], lost[0]
+    assert "uid_per_worker" in lost[0] and "RLIMIT_NPROC" in lost[0], lost[0]
+    assert "make /run or /dev/shm writable for root" in lost[0], lost[0]
 
 
 def _slab_kib() -> int:

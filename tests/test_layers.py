@@ -20,6 +20,7 @@ LAYERS = [
     {"sft", "self_improve", "star"},
     {"verifiers"},
     {"rl", "search"},
+    {"rpt", "azr"},  # RPT runs the rl job as one of its stages; AZR uses its learner
     {"registry"},
     {"api", "evaluate", "sample", "export", "train_verifier"},
     {"__init__"},  # jaxrl_reason.load, which imports api when called

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from jaxrl_reason.data.programs import (
+    PROPOSAL_RULES,
     TASK_TYPES,
     ProgramTask,
     Seed,
@@ -222,3 +223,20 @@ def test_outputs_compare_by_value():
     assert not checks.outputs_equal("'1'", "1")
     assert checks.outputs_equal("<A x>", "<A x>") and not checks.outputs_equal("<A>", "<B>")
     assert not checks.outputs_equal("[" * 5000 + "]" * 5000, "[]")
+
+
+def test_proposer_problems_check_their_gold_targets_by_execution(ex):
+    task = ProgramTask(executor=ex, propose=1.0, references=2)
+    problems = list(itertools.islice(task.problems("train", 1), 30))
+    assert {p.meta["task_type"] for p in problems} == set(TASK_TYPES)
+    assert all(p.meta["role"] == "propose" and PROPOSAL_RULES in task.prompt(p)
+               for p in problems)
+    checked = task.check_batch(problems, [task.target(p) for p in problems])
+    assert all(c.correct for c in checked)
+    induction = next(p for p in problems if p.meta["task_type"] == "induction")
+    assert task.parse(induction, task.target(induction)) == induction.meta["message"]
+    no_message = task.target(induction).split("</message>")[1]
+    assert task.check(induction, no_message).answer is None
+    # Proposer problems leave the solver stream untouched when propose is 0.
+    plain = list(itertools.islice(ProgramTask(executor=ex).problems("train", 1), 20))
+    assert all("role" not in p.meta for p in plain)

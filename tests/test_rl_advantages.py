@@ -1,6 +1,8 @@
 """Each advantage estimator against a hand-computed example (numbers worked out in the
 comments), and the group requirements they state."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -190,3 +192,32 @@ def test_grpo_batch_scale_is_trls_group_mean_over_the_batch_std():
                                centered, rtol=1e-12)
     with pytest.raises(UserError, match="grpo_advantage.scale"):
         adv.grpo(x, scale="rows")
+
+
+def test_trr_pp_whitens_each_group_over_its_own_tokens():
+    # Group 0 (rewards on a 0/1 scale): row 0 outcome 1 on 3 tokens, row 1 outcome 0 on 1
+    # token: returns [1, 1, 1 | 0]; mean 3/4, unbiased var (3 * 1/16 + 9/16) / 3 = 1/4.
+    # Group 1 (a -1 .. 0.5 scale): row 2 outcome 0.5 on 1 token, row 3 outcome -1 on 2
+    # tokens: returns [.5 | -1, -1]; mean -1/2, var (1 + 2 * 1/4) / 2 = 3/4.
+    # Token-weighted: the 3-token row pulls its group's mean towards its own reward.
+    mask = np.zeros((4, 5))
+    mask[0, 1:4] = mask[1, 1] = mask[2, 1] = 1
+    mask[3, 1:3] = 1
+    x = RLBatch(tokens=np.zeros(mask.shape, int), input_mask=mask > 0,
+                positions=np.zeros(mask.shape, int), loss_mask=mask, completion_mask=mask,
+                group=np.array([0, 0, 1, 1]), outcome=np.array([1.0, 0.0, 0.5, -1.0]),
+                step_rewards=np.zeros(mask.shape), step_rewarded=np.zeros(mask.shape, bool))
+    a = adv.trr_pp(x).advantages
+    s0, s1 = np.sqrt(0.25 + 1e-8), np.sqrt(0.75 + 1e-8)
+    want = np.zeros(mask.shape)
+    want[0, 1:4], want[1, 1] = 0.25 / s0, -0.75 / s0
+    want[2, 1], want[3, 1:3] = 1.0 / s1, -0.5 / s1
+    np.testing.assert_allclose(a, want, rtol=1e-10)
+    for g in (0, 1):  # each sub-batch: zero mean, unit (unbiased) variance over its tokens
+        tokens = a[(x.group == g)[:, None] & (mask > 0)]
+        assert abs(tokens.mean()) < 1e-12 and abs(tokens.var(ddof=1) - 1) < 1e-6
+    # one batch-wide whitening (reinforce_pp) would mix the two scales
+    assert not np.allclose(adv.reinforce_pp(x).advantages, a)
+    # an all-equal sub-batch gets 0, and a one-row group is allowed (group_size 1 in AZR)
+    assert np.all(adv.trr_pp(dataclasses.replace(x, outcome=np.ones(4))).advantages == 0)
+    assert "trr_pp" in adv.ESTIMATORS and "trr_pp" not in adv.GROUPED

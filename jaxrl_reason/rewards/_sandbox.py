@@ -29,6 +29,7 @@ import struct
 import sys
 import traceback
 import types
+from collections.abc import Sequence
 
 # Imported by the worker so programs start warm: what short puzzle programs use.
 PREIMPORTED = ("bisect", "collections", "copy", "fractions", "functools", "heapq", "itertools",
@@ -39,6 +40,11 @@ NOBODY = 65534
 # Worker uids come from systemd's unused range 1879048192-2147352575, one per live worker on the
 # machine, claimed with a lock file: the kernel counts RLIMIT_NPROC per uid.
 UID_BASE, UID_COUNT = 0x70000000, 1 << 16
+# Where the lock directory may be made, in order (/run is read-only in some hardened containers).
+# Every worker tries the same list, so all lock in the first that takes a lock file; each is a
+# root-owned system directory in which no other user can rename or remove root's entries.
+UID_LOCK_PARENTS = ("/run", "/dev/shm", "/var/lock", "/tmp")
+UID_LOCK_DIR = "jaxrl-executor-uids"
 INODES_PER_MB = 256  # files + directories the per-run tmpfs holds per MB of disk_mb
 SIGPENDING = 64  # queued signals (and POSIX timers) per run
 EXIT_MEMORY = 213  # child exit code: MemoryError escaped the program
@@ -208,30 +214,77 @@ class SeccompFilter:
         _errcheck(_prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self._fprog, 0, 0))
 
 
-def claim_worker_uid() -> tuple[int, int] | None:
-    """A uid no other live worker on this machine runs as: (uid, the lock's fd, kept open for
-    the worker's life), or None when no private root-owned lock directory can be had."""
-    base = "/run" if os.path.isdir("/run") else "/tmp"
-    lock_dir = os.path.join(base, "jaxrl-executor-uids")
+def _why(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def _private_lock_dir(parent: str) -> int:
+    """An fd of `parent`/UID_LOCK_DIR, made if missing. The locks mean something only where no
+    other user can have made that directory or can swap it for another one: so a root-owned
+    0700 directory, not a symlink, in a root-owned parent that others cannot write to or that
+    has the sticky bit."""
+    pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        st = os.fstat(pfd)
+        if st.st_uid != 0 or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            raise OSError(f"other users can replace what is in {parent}")
         try:
-            os.mkdir(lock_dir, 0o700)
+            os.mkdir(UID_LOCK_DIR, 0o700, dir_fd=pfd)
         except FileExistsError:
             pass
-        st = os.lstat(lock_dir)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
-            raise OSError(f"{lock_dir} is not a private root-owned directory")
-        for uid in range(UID_BASE, UID_BASE + UID_COUNT):
-            fd = os.open(os.path.join(lock_dir, str(uid)),
-                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return uid, fd
-            except BlockingIOError:
-                os.close(fd)
-    except OSError as e:
-        print(f"sandbox: no uid of its own for this worker: {e}", file=sys.stderr)
-    return None
+        fd = os.open(UID_LOCK_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=pfd)
+    finally:
+        os.close(pfd)
+    st = os.fstat(fd)
+    if st.st_uid != 0 or st.st_mode & 0o077:
+        os.close(fd)
+        raise OSError("not a private root-owned directory")
+    return fd
+
+
+def _lock_file(dfd: int, uid: int) -> int:
+    return os.open(str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                   dir_fd=dfd)
+
+
+def claim_worker_uid(parents: Sequence[str]) -> tuple[int, int, str]:
+    """A uid no other live worker on this machine runs as: (uid, the lock's fd, kept open for
+    the worker's life, the lock directory). The locks live in the first of `parents` where a
+    private lock directory can be had and takes a lock file (a read-only one takes none). An
+    error once that directory is chosen ends the claim: locking elsewhere could hand out a uid
+    a worker locked there. OSError, saying why for each candidate, when no uid can be had."""
+    why_not = []
+    for parent in parents:
+        lock_dir = os.path.join(parent, UID_LOCK_DIR)
+        try:
+            dfd = _private_lock_dir(parent)
+        except OSError as e:
+            why_not.append(f"{lock_dir}: {_why(e)}")
+            continue
+        try:
+            fd = _lock_file(dfd, UID_BASE)
+        except OSError as e:
+            os.close(dfd)
+            why_not.append(f"{lock_dir}: {_why(e)}")
+            continue
+        try:
+            for uid in range(UID_BASE, UID_BASE + UID_COUNT):
+                fd = fd if uid == UID_BASE else _lock_file(dfd, uid)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as e:
+                    os.close(fd)
+                    if isinstance(e, BlockingIOError):  # held by a live worker
+                        continue
+                    raise
+                return uid, fd, lock_dir
+            raise OSError(f"all {UID_COUNT} uids are held by live workers")
+        except OSError as e:
+            raise OSError(f"{lock_dir}: {_why(e)}") from e
+        finally:
+            os.close(dfd)
+    raise OSError("; ".join(why_not))
 
 
 class Sandbox:
@@ -241,18 +294,22 @@ class Sandbox:
         self.cfg = cfg
         self.disabled = set(cfg.get("disable", ()))
         self.protections: dict[str, object] = {"disabled": sorted(self.disabled)}
+        # Layers root could have had that this worker lost, and why: the caller warns of them.
+        self.lost: dict[str, str] = {}
         self.scratch = os.path.join(cfg["scratch"], "run")  # the run's working directory
         os.makedirs(self.scratch, mode=0o700, exist_ok=True)
         self.read_paths = self._read_paths()
         self.pidns_fd: int | None = None
         root = os.geteuid() == 0
-        claimed = claim_worker_uid() if root else None  # before pivot_root hides /run
+        claimed = self._claim_uid() if root else None  # before pivot_root hides its directory
         if root and "namespaces" not in self.disabled:
             self._namespaces()
         for name in ("mount", "net", "ipc", "uts", "pid"):
             self.protections.setdefault(f"{name}_namespace", False)
         self.protections.setdefault("pivot_root", False)
         readable = root and self._others_can_read()  # else a uid of its own cannot run Python
+        if root and not readable:
+            self.lost["uid_drop"] = "a uid that owns nothing cannot read this Python's files"
         if claimed and not readable:
             os.close(claimed[1])
             claimed = None
@@ -260,6 +317,7 @@ class Sandbox:
         self.uid_lock = claimed[1] if claimed else None  # held open for the worker's life
         self.protections["uid_drop"] = self.uid is not None
         self.protections["uid_per_worker"] = claimed is not None
+        self.protections["uid_lock_dir"] = claimed[2] if claimed else None
         self.tmpfs = bool(self.protections["mount_namespace"])
         self.inodes = INODES_PER_MB * cfg["disk_mb"]
         self.protections["scratch_tmpfs"] = self.tmpfs
@@ -289,6 +347,7 @@ class Sandbox:
         if self.ruleset is not None:
             self.child_calls.append((_libc.syscall, ulong(SYS_LL_RESTRICT, self.ruleset, 0)))
         self.protections["seccomp"] = self.seccomp
+        self.protections["lost"] = self.lost
         # Scratch the caller must empty after each run (no per-run tmpfs to throw away).
         self.caller_cleans = None if self.tmpfs else self.scratch
         owner = "" if self.uid is None else f",uid={self.uid},gid={self.uid}"
@@ -297,6 +356,13 @@ class Sandbox:
                        f"size={cfg['disk_mb']}m,nr_inodes={self.inodes},mode=0700{owner}".encode())
 
     # ---- once per worker ----------------------------------------------------------------
+    def _claim_uid(self) -> tuple[int, int, str] | None:
+        try:
+            return claim_worker_uid(self.cfg.get("uid_lock_parents", UID_LOCK_PARENTS))
+        except OSError as e:
+            self.lost["uid_per_worker"] = f"no usable lock directory: {e}"
+            return None
+
     @staticmethod
     def _read_paths() -> list[str]:
         """What a program may read: the stdlib, system libraries and their loader cache."""
@@ -319,7 +385,8 @@ class Sandbox:
         try:
             _errcheck(_unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS))
             _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        except OSError:
+        except OSError as e:
+            self.lost["namespaces"] = f"unshare: {_why(e)}"
             return
         for name in ("mount", "net", "ipc", "uts"):
             self.protections[f"{name}_namespace"] = True
@@ -329,16 +396,17 @@ class Sandbox:
                 self._enter_new_pidns()
                 self._leave_new_pidns()
                 self.protections["pid_namespace"] = True
-            except OSError:
+            except OSError as e:
                 self.pidns_fd = None
-        if "pivot_root" in self.disabled:
-            return
+                self.lost["pid_namespace"] = f"a new PID namespace: {_why(e)}"
+        if "pivot_root" in self.disabled or os.uname().machine != "x86_64":
+            return  # called by its x86_64 number: off elsewhere, like seccomp
         new_root = os.path.join(self.cfg["scratch"], "root")
         try:
             self._pivot_root(new_root)
             self.protections["pivot_root"] = True
         except OSError as e:
-            print(f"sandbox: pivot_root unavailable: {e!r}", file=sys.stderr)
+            self.lost["pivot_root"] = str(e)
             _libc.umount2(os.fsencode(new_root), MNT_DETACH)
 
     def _enter_new_pidns(self) -> None:
@@ -352,8 +420,6 @@ class Sandbox:
 
     def _pivot_root(self, new: str) -> None:
         """Replaces / with a tmpfs of read-only binds of `read_paths`, 4 devices, a private /tmp."""
-        if os.uname().machine != "x86_64":  # pivot_root has another number elsewhere
-            raise OSError(errno.ENOSYS, "pivot_root is called by its x86_64 number")
         os.makedirs(new, exist_ok=True)
         _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
         binds = [(p, p) for p in self.read_paths]

@@ -88,6 +88,35 @@ def confinement_gaps(protections: dict[str, object]) -> list[str]:
     return gaps
 
 
+# A layer a worker running as root can lose (its `protections["lost"]` says why): what that
+# leaves open, and what gives it back.
+_LOST = {
+    "uid_per_worker": ("runs get no uid of their own, so there is no per-run RLIMIT_NPROC limit "
+                       "on threads and processes (a run can start hundreds)",
+                       "make /run or /dev/shm writable for root"),
+    "uid_drop": ("runs keep the worker's uid, root",
+                 "make this Python's files readable by others, or allow pivot_root"),
+    "namespaces": ("no mount, network, IPC, UTS or PID namespace, no private root and no per-run "
+                   "tmpfs", "let root unshare namespaces (CAP_SYS_ADMIN, and a seccomp profile "
+                   "that allows unshare and mount)"),
+    "pid_namespace": ("processes a run leaves behind are cleaned up by process group only",
+                      "let root unshare a PID namespace"),
+    "pivot_root": ("no private root: programs see the host's file system (Landlock, if active, "
+                   "still limits them to reads of system files)",
+                   "allow pivot_root and mount_setattr (Linux >= 5.12)"),
+}
+
+
+def lost_layers_warning(lost: dict[str, str]) -> str:
+    """One message for every layer the workers lost: what it leaves open, why, what to do."""
+    lines = [f"sandbox: {len(lost)} protection layer(s) lost on this machine "
+             "(Executor.protections['lost'], docs/sandbox.md):"]
+    for layer, why in lost.items():
+        opens, fix = _LOST[layer]
+        lines.append(f"- {layer}: {opens}.\n  Why: {why}.\n  Fix: {fix}.")
+    return "\n".join(lines)
+
+
 class _WorkerDied(Exception):
     pass
 
@@ -329,7 +358,8 @@ class Executor:
     `disk_mb` its private working directory (and the size of any file it writes),
     `max_output_bytes` each of stdout and stderr, `max_threads` the threads it may start.
     `workers` defaults to two per available core. `protections` records which layers the
-    kernel allowed on this machine. `disable_layers` (names from `LAYERS`) forces layers off:
+    kernel allowed on this machine, and under "lost" (with a warning) those root would normally
+    have but did not get, and why. `disable_layers` (names from `LAYERS`) forces layers off:
     for tests that check the remaining layers still hold, never for real use.
     """
 
@@ -365,6 +395,12 @@ class Executor:
         self.protections: dict[str, object] = started[0].protections
         for gap in confinement_gaps(self.protections):
             warnings.warn(f"sandbox: {gap} on this machine (see docs/sandbox.md)", stacklevel=2)
+        lost: dict[str, str] = {}
+        for w in started:  # one warning for the pool, not one per worker or per run
+            for layer, why in w.protections["lost"].items():
+                lost.setdefault(layer, why)
+        if lost:
+            warnings.warn(lost_layers_warning(lost), stacklevel=2)
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="executor")
 
     def _spawn(self) -> _Worker:

@@ -11,8 +11,8 @@ everywhere. Outcome estimators score a row by the sum of its events, as verl doe
 Choices where the peers differ (documented in docs/rl.md):
 - group std with ddof=1 and eps 1e-6 added to the std (verl, tunix; TRL adds 1e-4), or TRL's
   batch std (`grpo_advantage.scale = 'batch'`, still over the group's mean);
-- batch whitening (reinforce_pp, reinforce_pp_baseline, gae) uses the unbiased masked variance
-  and 1e-8 inside the square root (verl's `masked_whiten`);
+- batch whitening (reinforce_pp, reinforce_pp_baseline, gae; trr_pp per group) uses the
+  unbiased masked variance and 1e-8 inside the square root (verl's `masked_whiten`);
 - a group of one completion has no baseline: group estimators refuse it (`group_size >= 2`).
 """
 
@@ -122,13 +122,36 @@ def rloo(x: RLBatch) -> Advantages:
 def reinforce_pp(x: RLBatch, gamma: float = 1.0) -> Advantages:
     """REINFORCE++: token t's return sum_{s>=t} gamma^(s-t) r_s (events as token rewards),
     whitened over the whole batch."""
+    returns = discounted_returns(x, gamma)
+    return Advantages(masked_whiten(returns, x.mask), returns)
+
+
+def discounted_returns(x: RLBatch, gamma: float) -> np.ndarray:
+    """[N, T] token t's return sum_{s>=t} gamma^(s-t) r_s over the row's reward events."""
     rewards, mask = x.dense(), x.mask > 0
     returns = np.zeros_like(rewards)
     running = np.zeros(len(rewards))
     for t in reversed(range(rewards.shape[1])):
         running = np.where(mask[:, t], rewards[:, t] + gamma * running, 0.0)
         returns[:, t] = running
-    return Advantages(masked_whiten(returns, x.mask), returns)
+    return returns
+
+
+@register("trr_pp")
+@gin.configurable("trr_pp_advantage")
+def trr_pp(x: RLBatch, gamma: float = 1.0) -> Advantages:
+    """Absolute Zero's Task-Relative REINFORCE++: REINFORCE++ returns whitened separately
+    within each `group` (token-weighted, as the authors' verl fork does), so a sub-batch
+    whose rewards sit on another scale (a proposer's learnability against a solver's 0/1)
+    neither shifts nor shrinks the others' advantages. The AZR job gives each of its six
+    (task, role) sub-batches one group id; under the rl job, with group = prompt, it is a
+    token-weighted per-prompt whitening. Not `grouped`: a group may hold a single row."""
+    returns = discounted_returns(x, gamma)
+    adv = np.zeros_like(returns)
+    for g in np.unique(x.group):
+        rows = (x.group == g)[:, None] & (x.mask > 0)
+        adv += masked_whiten(returns, rows)
+    return Advantages(adv, returns)
 
 
 @register("reinforce_pp_baseline", grouped=True)

@@ -256,4 +256,5 @@ def rollout_metrics(seen: list[tuple[Rollouts, rewards_lib.Combined]],
         "groups_kept": float(len(np.unique(got.rollouts.group))),
         "sampling_rounds": float(got.rounds),
         "rollout_tokens": float(tokens),
+        "completion_tokens_mean": float(tokens) / max(len(ro.checks), 1),
     }
