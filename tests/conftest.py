@@ -126,3 +126,21 @@ def devices() -> list[jax.Device]:
     if len(devs) < 8:
         pytest.skip(f"needs 8 devices (XLA_FLAGS={os.environ.get('XLA_FLAGS')!r}), got {len(devs)}")
     return devs
+
+
+@pytest.fixture(scope="module")
+def program_executor():
+    """The sandboxed executor the program-task tests run their checks in (one per module)."""
+    from jaxrl_reason.rewards.executor import Executor
+
+    with Executor(workers=2, timeout_s=2.0, memory_mb=128) as executor:
+        yield executor
+
+
+def deterministic_metrics(workdir) -> list[dict]:
+    """A run's metrics.jsonl without the wall-clock figures (equal between identical runs)."""
+    from jaxrl_reason.rl.loop import TIMING_PREFIXES
+    from jaxrl_reason.training.metrics import read_metrics
+
+    return [{k: v for k, v in r.items() if not k.startswith(TIMING_PREFIXES)}
+            for r in read_metrics(str(workdir))]

@@ -12,15 +12,13 @@ import pytest
 from jaxrl_reason.data import program_generator as gen
 from jaxrl_reason.data.programs import TASK_TYPES, ProgramTask, seed_programs, split_of
 from jaxrl_reason.rewards import programs as checks
-from jaxrl_reason.rewards.executor import Executor
 
 SEED = 3
 
 
 @pytest.fixture(scope="module")
-def ex():
-    with Executor(workers=2, timeout_s=2.0, memory_mb=128) as executor:
-        yield executor
+def ex(program_executor):
+    return program_executor
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,13 @@ from jaxrl_reason.data.programs import (
     split_of,
 )
 from jaxrl_reason.rewards import programs as checks
-from jaxrl_reason.rewards.executor import Executor
 
 REVERSE = seed_programs()[0]  # "Reverses the order of the words in a sentence."
 
 
 @pytest.fixture(scope="module")
-def ex():
-    with Executor(workers=2, timeout_s=2.0, memory_mb=128) as executor:
-        yield executor
+def ex(program_executor):
+    return program_executor
 
 
 @pytest.fixture(scope="module")

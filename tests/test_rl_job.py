@@ -8,15 +8,13 @@ import subprocess
 
 import jax
 import numpy as np
-from conftest import REPO, checkpoint_saved, job_command, kill_when
+from conftest import REPO, checkpoint_saved, deterministic_metrics, job_command, kill_when
 
 from jaxrl_reason import parallel
 from jaxrl_reason.models.transformer import ModelConfig
-from jaxrl_reason.rl.loop import TIMING_PREFIXES
 from jaxrl_reason.rl.objective import RLLoss
 from jaxrl_reason.tokenizers import CharTokenizer
 from jaxrl_reason.training.checkpoints import Checkpointer
-from jaxrl_reason.training.metrics import read_metrics
 from jaxrl_reason.training.optim import make_optimizer
 from jaxrl_reason.training.trainer import Trainer
 
@@ -48,10 +46,6 @@ def trainer() -> Trainer:
                    loss=RLLoss(), reference=True)
 
 
-def deterministic(workdir) -> list[dict]:
-    """metrics.jsonl without the wall-clock figures."""
-    return [{k: v for k, v in r.items() if not k.startswith(TIMING_PREFIXES)}
-            for r in read_metrics(str(workdir))]
 
 
 def final_state(workdir):
@@ -94,8 +88,8 @@ def test_rl_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                              stdin=subprocess.DEVNULL, env=one_device_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    records = deterministic(workdir)
-    assert records == deterministic(tmp_path / "whole")
+    records = deterministic_metrics(workdir)
+    assert records == deterministic_metrics(tmp_path / "whole")
     assert [r["step"] for r in records] == list(range(STEPS + 1))
     assert [r["reset"] for r in records[1:]] == [0, 0, 1, 0, 0, 1]
     assert all(r["updates"] >= 1 for r in records[1:])  # it did train
