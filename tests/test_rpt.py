@@ -13,10 +13,11 @@ import pytest
 from conftest import REPO, checkpoint_saved, job_command, kill_when
 
 from jaxrl_reason.errors import UserError
+from jaxrl_reason.rewards.prefix_match import prefix_match
 from jaxrl_reason.rl.loop import TIMING_PREFIXES
 from jaxrl_reason.rpt import corpus
 from jaxrl_reason.rpt.entropy import contexts_batch, topk_entropy
-from jaxrl_reason.rpt.loop import make_positions, split_report
+from jaxrl_reason.rpt.loop import make_positions, split_report, token_text, train_lm
 from jaxrl_reason.rpt.task import RPTTask, difficulty, parse_commit, read_positions
 from jaxrl_reason.tokenizers import SentencePieceTokenizer
 
@@ -86,6 +87,24 @@ def test_task_check_rewards_a_prefix_ending_on_a_true_token(tok, tmp_path):
     assert not task.check(p, "x \\boxed{}").correct
     no_box = task.check(p, first)
     assert no_box.answer is None and not no_box.correct
+
+
+def test_a_models_top_token_is_read_with_its_space(tok):
+    """The base's argmax is scored as the text it adds: a word-start piece keeps its space
+    (decoding it alone drops the space and would never match), control ids add nothing."""
+    ids = tok.encode("the cat sat on the mat")
+    word = next(i for i in ids[1:] if tok.token_bytes([i])[0].startswith(b" "))
+    truth = tok.token_bytes([word, *ids[-2:]])
+    assert token_text(tok, word) == truth[0].decode() and prefix_match(token_text(tok, word),
+                                                                       truth)
+    assert not prefix_match(tok.decode([word]), truth)
+    assert token_text(tok, tok.eos_id) == ""
+
+
+def test_a_finished_stage_refuses_another_step_count(tmp_path):
+    (tmp_path / "done.json").write_text(json.dumps({"steps": 632, "tokens": 1.0}))
+    with pytest.raises(UserError, match="trained for 632 steps, this config asks 715"):
+        train_lm(str(tmp_path), None, [], 715, 8, 16, 0, None, "ntp", 0)
 
 
 def test_positions_skip_a_token_that_is_part_of_a_character(tok):
@@ -195,13 +214,17 @@ def test_rpt_task_refuses_missing_positions(tmp_path):
         next(RPTTask(str(tmp_path)).problems("train", 0))
     with pytest.raises(UserError, match="split must be one of"):
         RPTTask(str(tmp_path)).split("dev")
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(UserError, match="holds no position"):
+        next(RPTTask(str(tmp_path)).problems("train", 0))
 
 
 def test_rl_flops_by_hand(tmp_path):
     """Two RL steps of 2 prompts x 3 samples, 5-token prompts, N = 10 parameters, mu = 1:
     step 1 samples 6 rows x 5 prompt tokens + 12 completion tokens = 42 tokens, step 2 (two
-    sampling rounds) 12 x 5 + 30 = 90; each sampled token costs 2N to draw and 6N to train on:
-    (42 + 90) x 8 x 10 = 10,560. An evaluation-only record adds nothing."""
+    sampling rounds) 12 x 5 + 30 = 90; each sampled token costs 2N to draw, 2N for pi_old's
+    log-probs (the learner scores them at mu = 1 too) and 6N per training pass:
+    (42 + 90) x 10 x 10 = 13,200; mu = 2: x 16. An evaluation-only record adds nothing."""
     from jaxrl_reason.rl.learner import LearnerConfig
     from jaxrl_reason.rpt.loop import rl_flops
 
@@ -210,6 +233,6 @@ def test_rl_flops_by_hand(tmp_path):
                {"step": 2, "rollout_tokens": 30, "sampling_rounds": 2}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     cfg = LearnerConfig(prompts_per_step=2, group_size=3, num_iterations=1, mini_batches=1)
-    assert rl_flops(str(tmp_path), 10, 5.0, cfg) == pytest.approx(10_560)
+    assert rl_flops(str(tmp_path), 10, 5.0, cfg) == pytest.approx(13_200)
     cfg2 = LearnerConfig(prompts_per_step=2, group_size=3, num_iterations=2, mini_batches=1)
     assert rl_flops(str(tmp_path), 10, 5.0, cfg2) == pytest.approx((42 + 90) * 16 * 10)

@@ -28,7 +28,7 @@ import numpy as np
 from jaxrl_reason import cli, common, files, rollouts
 from jaxrl_reason.data.batching import ExampleStream, encode_example
 from jaxrl_reason.data.gsm8k import resolve_manual_dir
-from jaxrl_reason.errors import require, typed
+from jaxrl_reason.errors import UserError, require, typed
 from jaxrl_reason.models.transformer import ModelConfig
 from jaxrl_reason.rewards.prefix_match import prefix_match
 from jaxrl_reason.rl.learner import LearnerConfig
@@ -62,9 +62,13 @@ def train_lm(directory: str, trainer: Trainer, examples, steps: int, batch_size:
     resuming from its checkpoints; returns (params, {steps, tokens: trained tokens})."""
     done = files.path(directory) / "done.json"
     if done.exists():
+        summary = files.read_json(done)
+        if summary["steps"] != steps:  # a changed config must not reuse a finished stage
+            raise UserError(f"{directory} was trained for {summary['steps']} steps, this "
+                            f"config asks {steps}: use a new workdir")
         params, _ = read_params(os.path.join(directory, "checkpoints"),
                                 trainer.abstract_state["params"])
-        return params, files.read_json(done)
+        return params, summary
     data = ExampleStream(examples, batch_size, max_len, pad_id, seed)
     ckpt = Checkpointer(os.path.join(directory, "checkpoints"), max_to_keep=1)
     restored = ckpt.restore(trainer.abstract_state)
@@ -112,13 +116,22 @@ def make_positions(tok, docs_ids, picks, context_tokens: int, truth_tokens: int,
     return out
 
 
+def token_text(tok, token_id: int) -> str:
+    """The text token `token_id` adds in running text (a word-start piece with its space, which
+    `tok.decode([token_id])` drops); "" for a control id or part of a character."""
+    try:
+        return tok.token_bytes([token_id])[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
 def raw_accuracy(trainer: Trainer, params, tok, problems, context_tokens: int) -> list[bool]:
     """Next-token accuracy of a model read directly: its most likely token after the context
     (as the format's prompt tokenizes it), scored by the same prefix-match as a commit."""
     contexts = [tok.encode(p.question)[-context_tokens:] for p in problems]
     _, top = next_token_stats(trainer, params, contexts, tok.bos_id, tok.pad_id)
-    return [prefix_match(tok.decode([int(i)]) if tok.token_bytes([int(i)])[0] else "",
-                         p.meta["truth"]) for i, p in zip(top, problems, strict=True)]
+    return [prefix_match(token_text(tok, int(i)), p.meta["truth"])
+            for i, p in zip(top, problems, strict=True)]
 
 
 def split_report(problems, correct) -> dict[str, float]:
@@ -135,15 +148,16 @@ def split_report(problems, correct) -> dict[str, float]:
 
 def rl_flops(rl_dir: str, n_params: int, prompt_tokens: float, cfg: LearnerConfig) -> float:
     """Training FLOPs of the RL stage from its metrics: 2N per sampled token (prompt and
-    completion), 6N per trained token per pass (mu passes; + 2N for pi_old when mu > 1)."""
+    completion), 2N per token for pi_old's log-probs (the learner scores them every step, mu =
+    1 too), 6N per trained token per pass (mu passes). With dynamic sampling an upper bound:
+    every round counts as a full one and every sampled row as trained."""
     total = 0.0
     for r in files.read_jsonl(files.path(rl_dir) / "metrics.jsonl"):
         if "rollout_tokens" not in r:
             continue
         rows = cfg.prompts_per_step * cfg.group_size * r["sampling_rounds"]
         tokens = r["rollout_tokens"] + rows * prompt_tokens
-        passes = 6 * cfg.num_iterations + (2 if cfg.num_iterations > 1 else 0)
-        total += n_params * tokens * (2 + passes)
+        total += n_params * tokens * (2 + 2 + 6 * cfg.num_iterations)
     return total
 
 
@@ -194,6 +208,7 @@ def rpt(
     with gin.unlock_config():
         gin.bind_parameter("SentencePieceTokenizer.model_path", os.path.abspath(tok_path))
         gin.bind_parameter("RPTTask.positions", os.path.abspath(positions_dir))
+        gin.bind_parameter("rl.seed", seed)  # rl/config.gin then holds the seed the stage ran
     config = gin.config_str()
     s = common.build()
     require(s.model_cfg.max_len >= window, "ModelConfig.max_len", s.model_cfg.max_len,
@@ -229,6 +244,8 @@ def rpt(
                                        ("test", eval_candidates, test_positions)):
                 found = make_positions(tok, ids[split], candidates(
                     ids[split], count, min_context, seed, split), context_tokens, truth_tokens)
+                require(len(found) > 0, "rpt.min_context", min_context,
+                        f"leaves no candidate position in the {split} documents")
                 ent, _ = next_token_stats(proxy, proxy_params, [c for c, _ in found],
                                           tok.bos_id, tok.pad_id)
                 rows = [{**r, "entropy": round(float(e), 4)} for (_, r), e in zip(found, ent,
@@ -241,7 +258,7 @@ def rpt(
                                "entropy_mean": float(np.mean(ent))}
             files.write_json(os.path.join(positions_dir, "done.json"), prep)
     task = RPTTask(positions_dir)
-    for split in ("valid", "test"):
+    for split in ("train", "valid", "test"):
         require(len(task.split(split)) >= 1, "rpt.min_entropy", min_entropy,
                 f"leaves no {split} position: lower it or give a larger corpus")
 

@@ -88,6 +88,8 @@ class RPTTask:
         if split != "train":
             yield from pool
             return
+        if not pool:  # an endless stream over nothing would never yield
+            raise UserError(f"{self.positions}/train.jsonl holds no position")
         rng = random.Random(f"rpt-{seed}")
         while True:
             order = list(range(len(pool)))
