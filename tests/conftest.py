@@ -137,10 +137,12 @@ def program_executor():
         yield executor
 
 
-def deterministic_metrics(workdir) -> list[dict]:
-    """A run's metrics.jsonl without the wall-clock figures (equal between identical runs)."""
+def deterministic_metrics(workdir, timing: tuple[str, ...] | None = None) -> list[dict]:
+    """A run's metrics.jsonl without the wall-clock figures (keys starting with `timing`,
+    default the rl job's): what is equal between identical runs."""
     from jaxrl_reason.rl.loop import TIMING_PREFIXES
     from jaxrl_reason.training.metrics import read_metrics
 
-    return [{k: v for k, v in r.items() if not k.startswith(TIMING_PREFIXES)}
+    timing = TIMING_PREFIXES if timing is None else timing
+    return [{k: v for k, v in r.items() if not k.startswith(timing)}
             for r in read_metrics(str(workdir))]

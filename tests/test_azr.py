@@ -8,7 +8,7 @@ import subprocess
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, checkpoint_saved, job_command, kill_when
+from conftest import REPO, checkpoint_saved, deterministic_metrics, job_command, kill_when
 from test_rl_job import one_device_env
 
 from jaxrl_reason import parallel
@@ -21,7 +21,6 @@ from jaxrl_reason.rewards.executor import Executor
 from jaxrl_reason.rl.objective import RLLoss
 from jaxrl_reason.tokenizers import CharTokenizer
 from jaxrl_reason.training.checkpoints import Checkpointer
-from jaxrl_reason.training.metrics import read_metrics
 from jaxrl_reason.training.optim import make_optimizer
 from jaxrl_reason.training.trainer import Trainer
 
@@ -199,11 +198,6 @@ def trainer() -> Trainer:
                    loss=RLLoss())
 
 
-def deterministic(workdir) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith(TIMING_PREFIXES)}
-            for r in read_metrics(str(workdir))]
-
-
 def final(workdir):
     ckpt = Checkpointer(str(workdir / "checkpoints"))
     state, extra = ckpt.restore(trainer().abstract_state, step=STEPS)
@@ -231,8 +225,8 @@ def test_azr_job_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
                              timeout=300, stdin=subprocess.DEVNULL, env=one_device_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    records = deterministic(workdir)
-    assert records == deterministic(tmp_path / "whole")
+    records = deterministic_metrics(workdir, TIMING_PREFIXES)
+    assert records == deterministic_metrics(tmp_path / "whole", TIMING_PREFIXES)
     assert [r["step"] for r in records] == list(range(STEPS + 1))
     assert [r["step"] for r in records if "test/solve" in r] == [0, 2, 3]
     step = records[1]

@@ -10,11 +10,10 @@ import subprocess
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, checkpoint_saved, job_command, kill_when
+from conftest import REPO, checkpoint_saved, deterministic_metrics, job_command, kill_when
 
 from jaxrl_reason.errors import UserError
 from jaxrl_reason.rewards.prefix_match import prefix_match
-from jaxrl_reason.rl.loop import TIMING_PREFIXES
 from jaxrl_reason.rpt import corpus
 from jaxrl_reason.rpt.entropy import contexts_batch, topk_entropy
 from jaxrl_reason.rpt.loop import make_positions, split_report, token_text, train_lm
@@ -201,10 +200,7 @@ def test_rpt_job_killed_mid_run_resumes_to_the_same_report(tmp_path):
     assert set(reports[0]["models"]) == {"base", "ntp", "sft", "rpt"}
     assert reports[0]["flops"]["ntp_steps"] >= 1
     assert (tmp_path / "whole" / "rpt.png").stat().st_size > 0
-    rl_records = [[{k: v for k, v in json.loads(line).items() if k != "time"
-                    and not k.startswith(TIMING_PREFIXES)} for line in
-                   (tmp_path / d / "rl" / "metrics.jsonl").read_text().splitlines()]
-                  for d in ("whole", "killed")]
+    rl_records = [deterministic_metrics(tmp_path / d / "rl") for d in ("whole", "killed")]
     assert rl_records[0] == rl_records[1]
     assert any("completion_tokens_mean" in r for r in rl_records[0])
 
